@@ -1,0 +1,18 @@
+"""cmopt: critical-momenta optimizers (Adam+CM, Adam+CG, SGD+CM), SAM, and flatness measures. Torch only."""
+
+from cmopt.adam_cg import AdamCG
+from cmopt.adam_cm import AdamCM
+from cmopt.critical import CriticalOptimizer
+from cmopt.diagnostics import critical_buffer_stats, optimizer_state_bytes
+from cmopt.flatness import hessian_trace, hessian_vector_product, top_hessian_eigenvalue
+from cmopt.registry import OPTIMIZER_NAMES, create_optimizer
+from cmopt._norm import frozen_norm_statistics
+from cmopt.sam import SAM, sam_step
+from cmopt.sgd_cm import SGDCM
+
+__all__ = [
+    "AdamCG", "AdamCM", "CriticalOptimizer", "OPTIMIZER_NAMES", "SAM", "SGDCM", "create_optimizer",
+    "critical_buffer_stats", "frozen_norm_statistics", "hessian_trace", "hessian_vector_product",
+    "optimizer_state_bytes", "sam_step", "top_hessian_eigenvalue",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Named argument checks shared by every optimizer: each error names the value, its range and a fix."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+
+def _number(owner: str, name: str, value) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{owner}: {name} must be a scalar, got a tensor of shape {tuple(value.shape)}.")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}: {name} must be a real number, got {value!r}.")
+    return float(value)
+
+
+def non_negative(owner: str, name: str, value) -> None:
+    if not _number(owner, name, value) >= 0.0:
+        raise ValueError(f"{owner}: {name} must be >= 0, got {value}. Pass a non-negative value.")
+
+
+def in_unit_interval(owner: str, name: str, value, *, closed_right: bool) -> None:
+    x = _number(owner, name, value)
+    ok = 0.0 <= x <= 1.0 if closed_right else 0.0 <= x < 1.0
+    if not ok:
+        interval = "[0, 1]" if closed_right else "[0, 1)"
+        raise ValueError(f"{owner}: {name} must lie in {interval}, got {value}.")
+
+
+def betas(owner: str, value) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2) in [0, 1), got {value!r}.")
+    for i, beta in enumerate(value):
+        in_unit_interval(owner, f"betas[{i}]", beta, closed_right=False)
+
+
+def capacity(owner: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            f"{owner}: capacity must be a non-negative integer (the number C of critical entries kept; "
+            f"0 disables the buffer), got {value!r}."
+        )
+
+
+def buffer_dtype(owner: str, value) -> None:
+    if value is not None and not (isinstance(value, torch.dtype) and value.is_floating_point):
+        raise ValueError(
+            f"{owner}: buffer_dtype must be None (the parameter's dtype) or a floating torch.dtype such as "
+            f"torch.bfloat16, got {value!r}."
+        )
+
+
+def dense(owner: str, index: int, grad: torch.Tensor) -> None:
+    if grad.is_sparse:
+        raise RuntimeError(
+            f"{owner}: parameter {index} of its group has a sparse gradient, which is not supported. "
+            f"Use dense gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam for that parameter."
+        )

@@ -1,0 +1,45 @@
+"""Adam with critical gradients (Adam+CG), McRae et al. 2021, as released with Adam+CM."""
+
+from __future__ import annotations
+
+import torch
+
+from cmopt import _validation as check
+from cmopt._adam import adam_apply
+from cmopt.critical import CriticalOptimizer
+
+
+class AdamCG(CriticalOptimizer):
+    """Adam on g̃ = g + mean(buffer of critical gradients); the buffer stores raw gradients.
+
+    Weight decay is coupled (added to g̃), as in the released code. capacity=0 is exactly
+    torch.optim.Adam. Arguments as for AdamCM; defaults C=10, λ=0.7 (the released defaults).
+    """
+
+    buffer_key = "critical_gradients"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 capacity=10, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
+        check.non_negative(type(self).__name__, "eps", eps)
+        check.betas(type(self).__name__, betas)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, capacity=capacity,
+                        decay=decay, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def _init_tensor_state(self, group, param, state):
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _update(self, group, ops, params, grads, states, *, first, held):
+        weight_decay = group["weight_decay"]
+        if first or group["capacity"] == 0:
+            aggregated = grads
+        else:
+            aggregated = self._aggregate(ops, grads, [s["critical_sum"] for s in states], held)
+        if weight_decay != 0:
+            aggregated = ops.add(aggregated, params, alpha=weight_decay)
+        steps = self._advance(states, group["capturable"])
+        exp_avgs = [s["exp_avg"] for s in states]
+        ops.lerp_(exp_avgs, aggregated, 1 - group["betas"][0])
+        adam_apply(ops, group, params, exp_avgs, [s["exp_avg_sq"] for s in states], aggregated, steps)
+        return grads

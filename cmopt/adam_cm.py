@@ -1,0 +1,58 @@
+"""Adam with critical momenta (Adam+CM), Malviya et al., TMLR 2024."""
+
+from __future__ import annotations
+
+import torch
+
+from cmopt import _validation as check
+from cmopt._adam import adam_apply
+from cmopt.critical import CriticalOptimizer
+
+
+class AdamCM(CriticalOptimizer):
+    """Adam whose update direction is the momentum plus the mean of a buffer of critical momenta.
+
+    Reproduces the authors' released arithmetic (spec/optimizers.md): decoupled weight decay; the
+    first step stores the raw gradient and moves nothing; the second moment is built from the
+    aggregated direction d = m + mean(buffer). capacity=0 is exactly torch.optim.AdamW.
+
+    Args:
+        capacity: C, the number of critical momenta kept per parameter group (default 5).
+        decay: λ, the factor applied to every held priority each step (default 0.7).
+        buffer_dtype: store the buffer and its running sum in this dtype (e.g. torch.bfloat16).
+        foreach: multi-tensor path (default) or a per-tensor loop (False).
+        capturable: keep every decision on the device (no host sync; CUDA-graph and compile friendly).
+    """
+
+    buffer_key = "critical_momenta"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
+                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
+        check.non_negative(type(self).__name__, "eps", eps)
+        check.betas(type(self).__name__, betas)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, capacity=capacity,
+                        decay=decay, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def _init_tensor_state(self, group, param, state):
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _update(self, group, ops, params, grads, states, *, first, held):
+        lr, weight_decay, capacity = group["lr"], group["weight_decay"], group["capacity"]
+        if weight_decay != 0:
+            ops.mul_(params, 1 - lr * weight_decay)
+        if first and capacity > 0:
+            # Released-code quirk: the first step only stores g; d = 0 leaves m, v and p unchanged.
+            self._advance(states, group["capturable"])
+            return grads
+        exp_avgs = [s["exp_avg"] for s in states]
+        ops.lerp_(exp_avgs, grads, 1 - group["betas"][0])
+        if capacity > 0:
+            directions = self._aggregate(ops, exp_avgs, [s["critical_sum"] for s in states], held)
+        else:
+            directions = exp_avgs
+        steps = self._advance(states, group["capturable"])
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        adam_apply(ops, group, params, directions, exp_avg_sqs, directions, steps)
+        return exp_avgs

@@ -1,0 +1,52 @@
+"""SGD with heavy-ball momentum and critical momenta (SGD+CM), beyond the released code."""
+
+from __future__ import annotations
+
+import torch
+
+from cmopt import _validation as check
+from cmopt.critical import CriticalOptimizer
+
+
+class SGDCM(CriticalOptimizer):
+    """buf <- μ·buf + (1-dampening)·g;  d = buf + mean(buffer);  p <- p - lr·d; the buffer stores buf.
+
+    Coupled weight decay as in torch.optim.SGD, whose arithmetic this equals with capacity=0.
+    With momentum=0 the direction is the (weight-decayed) gradient itself.
+    """
+
+    buffer_key = "critical_momenta"
+
+    def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, *,
+                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
+        check.non_negative(type(self).__name__, "momentum", momentum)
+        check.in_unit_interval(type(self).__name__, "dampening", dampening, closed_right=True)
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        capacity=capacity, decay=decay, buffer_dtype=buffer_dtype, foreach=foreach,
+                        capturable=capturable)
+        super().__init__(params, defaults)
+
+    def _init_tensor_state(self, group, param, state):
+        pass  # the momentum buffer starts as a copy of the first gradient, as in torch.optim.SGD
+
+    def _update(self, group, ops, params, grads, states, *, first, held):
+        momentum, weight_decay = group["momentum"], group["weight_decay"]
+        if weight_decay != 0:
+            grads = ops.add(grads, params, alpha=weight_decay)
+        if momentum == 0:
+            buffers = grads
+        elif first:
+            buffers = [torch.clone(g).detach() for g in grads]
+            for state, buf in zip(states, buffers):
+                state["momentum_buffer"] = buf
+        else:
+            buffers = [s["momentum_buffer"] for s in states]
+            ops.mul_(buffers, momentum)
+            ops.add_(buffers, grads, alpha=1 - group["dampening"])
+        if first or group["capacity"] == 0:
+            directions = buffers
+        else:
+            directions = self._aggregate(ops, buffers, [s["critical_sum"] for s in states], held)
+        self._advance(states, group["capturable"])
+        ops.add_(params, directions, alpha=-group["lr"])
+        return buffers

@@ -50,9 +50,10 @@ class AdamCM(CriticalOptimizer):
         ops.lerp_(exp_avgs, grads, 1 - group["betas"][0])
         if capacity > 0:
             directions = self._aggregate(ops, exp_avgs, [s["critical_sum"] for s in states], held)
+            squared = directions  # released-code quirk: the second moment tracks d², not g²
         else:
-            directions = exp_avgs
+            directions, squared = exp_avgs, grads  # no buffer: exactly AdamW
         steps = self._advance(states, group["capturable"])
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        adam_apply(ops, group, params, directions, exp_avg_sqs, directions, steps)
+        adam_apply(ops, group, params, directions, exp_avg_sqs, squared, steps)
         return exp_avgs

@@ -25,6 +25,7 @@ from cmopt import _validation as check
 from cmopt._ops import Ops
 
 GROUP_BUFFER_KEYS = ("critical_priorities", "critical_steps", "critical_admissions")
+IMPLEMENTATION_CHOICES = ("foreach", "capturable", "buffer_dtype")
 
 
 def _step_dtype(param: torch.Tensor) -> torch.dtype:
@@ -95,30 +96,38 @@ class CriticalOptimizer(Optimizer):
         params, grads, states, fresh = self._collect(group)
         if not params:
             return
-        ops = Ops(foreach=group["foreach"] is not False)
         capacity = group["capacity"]
-        held = 0
+        priority = slot = held = None
         if capacity > 0:
-            self._init_group_buffer(group, params)
-            priority = self._priority(ops, grads, group["critical_priorities"])
+            self._init_group_buffer(group)
+            priority = self._priority(grads, group["critical_priorities"], group["foreach"] is not False)
             held = self._held(group)
-        order, candidates = [], []
-        for first in (True, False):
-            idx = [i for i, f in enumerate(fresh) if f is first]
-            if not idx:
-                continue
-            order += idx
-            candidates += self._update(
-                group, ops, [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx],
-                first=first, held=held,
-            )
+        if group["foreach"] is False:
+            # Tensor by tensor: each tensor's temporaries are small and reused, and its data stays in cache.
+            ops = Ops(foreach=False)
+            if capacity > 0:
+                slot = self._decide(group, priority)
+            for i in range(len(params)):
+                one = slice(i, i + 1)
+                candidates = self._update(group, ops, params[one], grads[one], states[one], first=fresh[i], held=held)
+                if capacity > 0:
+                    self._store(group, ops, slot, states[one], candidates)
+        else:
+            ops = Ops(foreach=True)
+            ordered, candidates = [], []
+            for first in (True, False):
+                idx = [i for i, f in enumerate(fresh) if f is first]
+                if idx:
+                    ordered += [states[i] for i in idx]
+                    candidates += self._update(
+                        group, ops, [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx],
+                        first=first, held=held,
+                    )
+            if capacity > 0:
+                slot = self._decide(group, priority)  # after the updates are queued: a sync here stalls less
+                self._store(group, ops, slot, ordered, candidates)
         if capacity > 0:
-            rows = [states[i][self.buffer_key] for i in order]
-            sums = [states[i]["critical_sum"] for i in order]
-            if group["capturable"]:
-                self._insert_masked(group, priority, rows, sums, candidates)
-            else:
-                self._insert(group, ops, priority, rows, sums, candidates)
+            self._commit(group, priority, slot)
 
     def _collect(self, group: dict):
         params, grads, states, fresh = [], [], [], []
@@ -161,7 +170,7 @@ class CriticalOptimizer(Optimizer):
 
     # ---- the buffer -------------------------------------------------------------------------------
 
-    def _init_group_buffer(self, group: dict, params: list[torch.Tensor]) -> None:
+    def _init_group_buffer(self, group: dict) -> None:
         if "critical_priorities" in group:
             return
         device = group["params"][0].device
@@ -176,69 +185,79 @@ class CriticalOptimizer(Optimizer):
             group["critical_admissions"] = 0
 
     @staticmethod
-    def _priority(ops: Ops, grads: list[torch.Tensor], priorities: torch.Tensor) -> torch.Tensor:
+    def _priority(grads: list[torch.Tensor], priorities: torch.Tensor, foreach: bool) -> torch.Tensor:
         """s = sum over tensors of ||g_i||_2 (the released code's "synced" priority)."""
-        norms = ops.norms(grads)
-        if len(norms) == 1:
-            return norms[0].to(device=priorities.device, dtype=priorities.dtype)
+        norms = Ops(foreach).norms(grads)
         norms = [n.to(device=priorities.device, dtype=priorities.dtype) for n in norms]
-        return torch.stack(norms).sum()
+        return norms[0] if len(norms) == 1 else torch.stack(norms).sum()
 
     @staticmethod
     def _held(group: dict):
-        """Entries held before this step's insertion: min(attempts so far, C), at least 1 as a divisor."""
+        """Entries held before this step's insertion, min(attempts so far, C), at least 1 as a divisor."""
         if group["capturable"]:
             return group["critical_steps"].clamp(min=1, max=group["capacity"])
         return max(1, min(group["critical_steps"], group["capacity"]))
 
     @staticmethod
     def _aggregate(ops: Ops, xs: list[torch.Tensor], sums: list[torch.Tensor], held) -> list[torch.Tensor]:
-        """x + mean(B) for each tensor, with mean(B) = running sum / entries held."""
-        means = ops.div(sums, held)
-        if all(m.dtype == x.dtype for m, x in zip(means, xs)):
-            ops.add_(means, xs)
-            return means
-        return ops.add(xs, means)
+        """x + mean(B) for each tensor, with mean(B) = running sum / entries held (read before insertion)."""
+        if isinstance(held, torch.Tensor):  # capturable: the divisor lives on the device
+            return ops.add(xs, [total.to(x.dtype) / held for total, x in zip(sums, xs)])
+        return ops.add(xs, sums, alpha=1.0 / held)
 
-    def _insert(self, group, ops: Ops, priority, rows, sums, candidates) -> None:
-        """Default path: decide admission with at most one host sync, then copy only if admitted."""
-        capacity, steps = group["capacity"], group["critical_steps"]
+    @staticmethod
+    def _decide(group: dict, priority: torch.Tensor):
+        """Where this step's candidate goes.
+
+        Default path: the entry index, or None if rejected; while the buffer has room the answer is
+        known on the host, else one host read. Capturable: (index, admitted) as device tensors.
+        """
+        capacity, steps, priorities = group["capacity"], group["critical_steps"], group["critical_priorities"]
+        if group["capturable"]:
+            full = steps >= capacity
+            admitted = torch.logical_or(~full, priority > priorities.min())
+            return torch.where(full, torch.argmin(priorities), steps.clamp(max=capacity - 1)), admitted
+        if steps < capacity:
+            return steps
+        slot = int(torch.where(priority > priorities.min(), torch.argmin(priorities), -1))  # the one host read
+        return slot if slot >= 0 else None
+
+    def _store(self, group: dict, ops: Ops, slot, states: list[dict], candidates: list[torch.Tensor]) -> None:
+        """Write the candidates into the chosen entry and keep each running sum equal to its entries' sum."""
+        rows = [s[self.buffer_key] for s in states]
+        sums = [s["critical_sum"] for s in states]
+        if group["capturable"]:
+            index, admitted = slot
+            for row, total, candidate in zip(rows, sums, candidates):
+                at, keep = index.to(row.device).view(1), admitted.to(row.device)
+                old = row.index_select(0, at)[0]  # zeros while the buffer is filling
+                total.copy_(torch.where(keep, (total - old) + candidate, total))
+                row.index_copy_(0, at, torch.where(keep, candidate.to(row.dtype), old).unsqueeze(0))
+            return
+        if slot is None:
+            return
+        entries = [r[slot] for r in rows]
+        if group["critical_steps"] >= group["capacity"]:  # replacing: take the evicted entry out of the sum
+            ops.sub_(sums, entries)
+        ops.add_(sums, candidates)
+        ops.copy_(entries, candidates)
+
+    @staticmethod
+    def _commit(group: dict, priority: torch.Tensor, slot) -> None:
+        """Record the candidate's priority and the counters, then decay every priority by λ."""
         priorities = group["critical_priorities"]
-        full = steps >= capacity
-        if full:
-            lowest = torch.argmin(priorities)
-            slot = int(torch.where(priority > priorities.min(), lowest, -1))  # the one host sync
+        if group["capturable"]:
+            index, admitted = slot
+            chosen = torch.logical_and(torch.arange(len(priorities), device=priorities.device) == index, admitted)
+            priorities.copy_(torch.where(chosen, priority, priorities))
+            group["critical_admissions"].add_(admitted.to(torch.int64))
+            group["critical_steps"].add_(1)
         else:
-            slot = steps
-        if slot >= 0:
-            entries = [r[slot] for r in rows]
-            if full:
-                ops.sub_(sums, entries)
-            ops.add_(sums, candidates)
-            ops.copy_(entries, candidates)
-            priorities[slot] = priority
-            group["critical_admissions"] += 1
-        group["critical_steps"] = steps + 1
+            if slot is not None:
+                priorities[slot] = priority
+                group["critical_admissions"] += 1
+            group["critical_steps"] += 1
         priorities.mul_(group["decay"])
-
-    def _insert_masked(self, group, priority, rows, sums, candidates) -> None:
-        """Capturable path: the same decision as `_insert`, kept on the device (no sync, no branch)."""
-        capacity, steps = group["capacity"], group["critical_steps"]
-        priorities = group["critical_priorities"]
-        full = steps >= capacity
-        admit = torch.logical_or(~full, priority > priorities.min())
-        slot = torch.where(full, torch.argmin(priorities), steps.clamp(max=capacity - 1))
-        chosen = torch.logical_and(torch.arange(capacity, device=priorities.device) == slot, admit)
-        priorities.copy_(torch.where(chosen, priority, priorities))
-        priorities.mul_(group["decay"])
-        group["critical_admissions"].add_(admit.to(torch.int64))
-        steps.add_(1)
-        for row, total, candidate in zip(rows, sums, candidates):
-            index = slot.to(row.device).view(1)
-            keep = admit.to(row.device)
-            old = row.index_select(0, index)[0]
-            total.copy_(torch.where(keep, (total - old) + candidate, total))
-            row.index_copy_(0, index, torch.where(keep, candidate.to(row.dtype), old).unsqueeze(0))
 
     # ---- persistence ------------------------------------------------------------------------------
 
@@ -256,8 +275,11 @@ class CriticalOptimizer(Optimizer):
                     f"but this optimizer has capacity={group['capacity']}. Build the optimizer with "
                     f"capacity={saved['capacity']} to resume this state."
                 )
+        # How to compute (not what): these follow this optimizer, so a state saved on one setup resumes on another.
+        own = [{k: g[k] for k in IMPLEMENTATION_CHOICES} for g in self.param_groups]
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
+        for group, choices in zip(self.param_groups, own):
+            group.update(choices)
             self._place_loaded_state(group)
 
     def _place_loaded_state(self, group: dict) -> None:

@@ -20,7 +20,8 @@ class AdamCM(CriticalOptimizer):
         capacity: C, the number of critical momenta kept per parameter group (default 5).
         decay: λ, the factor applied to every held priority each step (default 0.7).
         buffer_dtype: store the buffer and its running sum in this dtype (e.g. torch.bfloat16).
-        foreach: multi-tensor path (default) or a per-tensor loop (False).
+        foreach: multi-tensor kernels (True) or a tensor-by-tensor loop (False); default: True
+            on accelerators, False on the CPU, where the loop is faster.
         capturable: keep every decision on the device (no host sync; CUDA-graph and compile friendly).
     """
 

@@ -97,12 +97,14 @@ class CriticalOptimizer(Optimizer):
         if not params:
             return
         capacity = group["capacity"]
+        # As torch does: multi-tensor kernels on accelerators; on the CPU the per-tensor loop is faster.
+        foreach = group["foreach"] if group["foreach"] is not None else params[0].device.type != "cpu"
         priority = slot = held = None
         if capacity > 0:
             self._init_group_buffer(group)
-            priority = self._priority(grads, group["critical_priorities"], group["foreach"] is not False)
+            priority = self._priority(grads, group["critical_priorities"], foreach)
             held = self._held(group)
-        if group["foreach"] is False:
+        if not foreach:
             # Tensor by tensor: each tensor's temporaries are small and reused, and its data stays in cache.
             ops = Ops(foreach=False)
             if capacity > 0:

@@ -74,6 +74,7 @@ class SAM(Optimizer):
                 if p.grad is not None and "old_p" in self.state[p]:
                     p.copy_(self.state[p]["old_p"])
         self.base_optimizer.step()
+        self._opt_called = True  # what LR schedulers check; sam_step never calls self.step()
         if zero_grad:
             self.zero_grad()
 

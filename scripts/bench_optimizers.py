@@ -26,10 +26,12 @@ def candidates() -> dict[str, callable]:
         "torch AdamW (foreach)": lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01, foreach=True),
         "torch SGD momentum (foreach)": lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, foreach=True),
         "AdamCM C=5": lambda p: AdamCM(p, lr=1e-3),
-        "AdamCM C=5 per-tensor": lambda p: AdamCM(p, lr=1e-3, foreach=False),
+        "AdamCM C=5 foreach=True": lambda p: AdamCM(p, lr=1e-3, foreach=True),
+        "AdamCM C=5 foreach=False": lambda p: AdamCM(p, lr=1e-3, foreach=False),
         "AdamCM C=5 bf16 buffer": lambda p: AdamCM(p, lr=1e-3, buffer_dtype=torch.bfloat16),
         "AdamCM C=5 capturable": lambda p: AdamCM(p, lr=1e-3, capturable=True),
         "AdamCG C=10": lambda p: AdamCG(p, lr=1e-3),
+        "AdamCG C=10 foreach=True": lambda p: AdamCG(p, lr=1e-3, foreach=True),
         "SGDCM C=5": lambda p: SGDCM(p, lr=1e-2, momentum=0.9),
     }
 

@@ -160,3 +160,16 @@ def test_sam_state_dict_holds_the_base_optimizer_state():
     state = opt.state_dict()
     assert state["param_groups"][0]["rho"] == 0.05
     assert {"exp_avg", "exp_avg_sq", "critical_momenta", "critical_sum"} <= set(state["state"][0])
+
+
+def test_loaded_state_follows_the_parameters_device():
+    """A CPU state loaded into an optimizer whose parameters live elsewhere (here: meta) moves there."""
+    model = make_model()
+    opt = AdamCM(model.parameters())
+    train(model, opt, range(3))
+    elsewhere = make_model().to("meta")
+    moved = AdamCM(elsewhere.parameters())
+    moved.load_state_dict(save_and_load(opt))
+    assert moved.param_groups[0]["critical_priorities"].device.type == "meta"
+    for state in moved.state.values():
+        assert all(v.device.type == "meta" for v in state.values() if isinstance(v, torch.Tensor))

@@ -14,6 +14,12 @@ CLASSES = [AdamCM, AdamCG, SGDCM]
 HOST_READS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal", "item", "unique"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def reset_dynamo():
+    yield
+    torch._dynamo.reset()  # drop traced frames now, not in noisy finalizers at interpreter exit
+
+
 class CountHostReads(TorchDispatchMode):
     def __init__(self):
         super().__init__()

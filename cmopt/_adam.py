@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import torch
 
+from cmopt import _validation as check
 from cmopt._ops import Ops
+from cmopt.critical import CriticalOptimizer
+
+
+class CriticalAdam(CriticalOptimizer):
+    """What Adam+CM and Adam+CG share: Adam's hyperparameters, their checks, and the two moments."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable):
+        check.non_negative(type(self).__name__, "eps", eps)
+        check.betas(type(self).__name__, betas)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, capacity=capacity,
+                        decay=decay, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def _init_tensor_state(self, group, param, state):
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
 def adam_apply(ops: Ops, group: dict, params, numerators, exp_avg_sqs, squared, steps) -> None:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
-from cmopt import _validation as check
-from cmopt._adam import adam_apply
-from cmopt.critical import CriticalOptimizer
+from cmopt._adam import CriticalAdam, adam_apply
 
 
-class AdamCM(CriticalOptimizer):
+class AdamCM(CriticalAdam):
     """Adam whose update direction is the momentum plus the mean of a buffer of critical momenta.
 
     Reproduces the authors' released arithmetic (spec/optimizers.md): decoupled weight decay; the
@@ -29,15 +25,7 @@ class AdamCM(CriticalOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
-        check.non_negative(type(self).__name__, "eps", eps)
-        check.betas(type(self).__name__, betas)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, capacity=capacity,
-                        decay=decay, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
-        super().__init__(params, defaults)
-
-    def _init_tensor_state(self, group, param, state):
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        super().__init__(params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable)
 
     def _update(self, group, ops, params, grads, states, *, first, held):
         lr, weight_decay, capacity = group["lr"], group["weight_decay"], group["capacity"]

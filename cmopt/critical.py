@@ -24,7 +24,6 @@ from torch.optim import Optimizer
 from cmopt import _validation as check
 from cmopt._ops import Ops
 
-GROUP_BUFFER_KEYS = ("critical_priorities", "critical_steps", "critical_admissions")
 IMPLEMENTATION_CHOICES = ("foreach", "capturable", "buffer_dtype")
 
 

@@ -57,45 +57,36 @@ def copy_of(model, dtype=torch.float64):
     return fresh
 
 
-@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
-def test_resume_continues_bit_for_bit(name):
+def uninterrupted_and_resumed(name: str, resume_dtype=torch.float64):
+    """40 steps straight, and 20 steps + save + load into a fresh model and optimizer + 20 steps."""
     straight = make_model()
-    opt = create_optimizer(name, straight, **hyperparameters(name))
-    train(straight, opt, range(40))
+    train(straight, create_optimizer(name, straight, **hyperparameters(name)), range(40))
 
     first = make_model()
     opt_first = create_optimizer(name, first, **hyperparameters(name))
     train(first, opt_first, range(20))
-    saved = save_and_load(opt_first)
-
-    resumed = copy_of(first)
+    resumed = copy_of(first, resume_dtype)
     opt_resumed = create_optimizer(name, resumed, **hyperparameters(name))
-    opt_resumed.load_state_dict(saved)
+    opt_resumed.load_state_dict(save_and_load(opt_first))
+    loaded = [dict(s) for s in getattr(opt_resumed, "base_optimizer", opt_resumed).state.values()]
     train(resumed, opt_resumed, range(20, 40))
+    return straight, resumed, loaded
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_resume_continues_bit_for_bit(name):
+    straight, resumed, _ = uninterrupted_and_resumed(name)
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
 
 
 @pytest.mark.parametrize("name", ["adam_cm", "adam_cg", "sgd_cm", "sam_adam_cm"])
 def test_state_loads_onto_a_float32_copy_of_a_float64_model(name):
-    straight = make_model()
-    opt = create_optimizer(name, straight, **hyperparameters(name))
-    train(straight, opt, range(40))
-
-    first = make_model()
-    opt_first = create_optimizer(name, first, **hyperparameters(name))
-    train(first, opt_first, range(20))
-    saved = save_and_load(opt_first)
-
-    resumed = copy_of(first, torch.float32)
-    opt_resumed = create_optimizer(name, resumed, **hyperparameters(name))
-    opt_resumed.load_state_dict(saved)
-    inner = getattr(opt_resumed, "base_optimizer", opt_resumed)
-    for state in inner.state.values():
+    straight, resumed, loaded = uninterrupted_and_resumed(name, torch.float32)
+    for state in loaded:
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 assert value.dtype == torch.float32, key
-    train(resumed, opt_resumed, range(20, 40))
     for p, q in zip(straight.parameters(), resumed.parameters()):
         torch.testing.assert_close(q.double(), p, rtol=1e-4, atol=1e-5)
 

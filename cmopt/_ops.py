@@ -66,11 +66,6 @@ class Ops:
             for x, y in zip(xs, ys):
                 x.sub_(y)
 
-    def div(self, xs: Tensors, divisor: float | torch.Tensor) -> list[torch.Tensor]:
-        if self.foreach:
-            return list(torch._foreach_div(xs, divisor))
-        return [torch.div(x, divisor) for x in xs]
-
     def div_(self, xs: Tensors, divisor: Scalars) -> None:
         if self.foreach:
             torch._foreach_div_(xs, divisor)

@@ -30,6 +30,7 @@ class SAM(Optimizer):
                  adaptive: bool = False, **base_kwargs: Any):
         check.non_negative("SAM", "rho", rho)
         super().__init__(params, dict(rho=rho, adaptive=adaptive))
+        self._perturbed: list[torch.Tensor] = []
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups  # the same dicts: one lr, one schedule
         self.defaults.update(self.base_optimizer.defaults)
@@ -46,8 +47,8 @@ class SAM(Optimizer):
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         """p <- p + e, remembering p; the gradient must already be computed at p."""
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not params:
+        self._perturbed = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not self._perturbed:
             return
         norm = self._grad_norm()
         for group in self.param_groups:
@@ -69,10 +70,9 @@ class SAM(Optimizer):
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Return to p (restored exactly, not p + e - e) and step the base optimizer."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and "old_p" in self.state[p]:
-                    p.copy_(self.state[p]["old_p"])
+        for p in self._perturbed:  # every perturbed tensor, even one the second pass left without a gradient
+            p.copy_(self.state[p]["old_p"])
+        self._perturbed = []
         self.base_optimizer.step()
         self._opt_called = True  # what LR schedulers check; sam_step never calls self.step()
         if zero_grad:

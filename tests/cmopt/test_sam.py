@@ -98,3 +98,14 @@ def test_lr_scheduler_and_added_groups_reach_the_base_optimizer():
     assert opt.base_optimizer.param_groups[0]["lr"] == 0.5
     opt.add_param_group({"params": [q], "lr": 0.25})
     assert opt.base_optimizer.param_groups[1]["lr"] == 0.25 and opt.param_groups[1]["rho"] == 0.1
+
+
+def test_a_tensor_without_a_second_pass_gradient_is_still_restored():
+    a, b = torch.nn.Parameter(torch.tensor([1.0, 2.0])), torch.nn.Parameter(torch.tensor([3.0]))
+    opt = SAM([a, b], torch.optim.SGD, rho=0.5, lr=0.0)
+    a.grad, b.grad = torch.tensor([1.0, 0.0]), torch.tensor([1.0])
+    opt.first_step(zero_grad=True)
+    assert b.item() != 3.0
+    a.grad = torch.tensor([1.0, 1.0])  # the second pass did not reach b
+    opt.second_step()
+    assert b.item() == 3.0 and a.tolist() == [1.0, 2.0]

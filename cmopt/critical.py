@@ -224,7 +224,11 @@ class CriticalOptimizer(Optimizer):
         return slot if slot >= 0 else None
 
     def _store(self, group: dict, ops: Ops, slot, states: list[dict], candidates: list[torch.Tensor]) -> None:
-        """Write the candidates into the chosen entry and keep each running sum equal to its entries' sum."""
+        """Write the candidates into the chosen entry and keep each running sum equal to its entries' sum.
+
+        A sum kept in a narrower dtype than the candidates (e.g. bfloat16) is recomputed from the
+        entries on each write: updated in place it would drift by a rounding error every step.
+        """
         rows = [s[self.buffer_key] for s in states]
         sums = [s["critical_sum"] for s in states]
         if group["capturable"]:
@@ -232,16 +236,26 @@ class CriticalOptimizer(Optimizer):
             for row, total, candidate in zip(rows, sums, candidates):
                 at, keep = index.to(row.device).view(1), admitted.to(row.device)
                 old = row.index_select(0, at)[0]  # zeros while the buffer is filling
-                total.copy_(torch.where(keep, (total - old) + candidate, total))
                 row.index_copy_(0, at, torch.where(keep, candidate.to(row.dtype), old).unsqueeze(0))
+                if _narrower(row, candidate):
+                    total.copy_(torch.where(keep, row.sum(0, dtype=candidate.dtype), total))
+                else:
+                    total.copy_(torch.where(keep, (total - old) + candidate, total))
             return
         if slot is None:
             return
         entries = [r[slot] for r in rows]
-        if group["critical_steps"] >= group["capacity"]:  # replacing: take the evicted entry out of the sum
-            ops.sub_(sums, entries)
-        ops.add_(sums, candidates)
+        narrow = [_narrower(r, c) for r, c in zip(rows, candidates)]
+        wide = [i for i, n in enumerate(narrow) if not n]
+        if wide:
+            wide_sums, wide_entries, wide_candidates = ([xs[i] for i in wide] for xs in (sums, entries, candidates))
+            if group["critical_steps"] >= group["capacity"]:  # replacing: take the evicted entry out of the sum
+                ops.sub_(wide_sums, wide_entries)
+            ops.add_(wide_sums, wide_candidates)
         ops.copy_(entries, candidates)
+        for row, total, candidate, n in zip(rows, sums, candidates, narrow):
+            if n:
+                total.copy_(row.sum(0, dtype=candidate.dtype))
 
     @staticmethod
     def _commit(group: dict, priority: torch.Tensor, slot) -> None:
@@ -302,6 +316,10 @@ class CriticalOptimizer(Optimizer):
             )
             for key in ("critical_steps", "critical_admissions"):
                 group[key] = _counter(group[key], capturable, torch.int64, device)
+
+
+def _narrower(row: torch.Tensor, candidate: torch.Tensor) -> bool:
+    return torch.finfo(row.dtype).eps > torch.finfo(candidate.dtype).eps
 
 
 def _counter(value, capturable: bool, dtype: torch.dtype, device: torch.device):

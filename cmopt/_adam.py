@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from cmopt import _validation as check
 from cmopt._ops import Ops
 from cmopt.critical import CriticalOptimizer
 
 
 class CriticalAdam(CriticalOptimizer):
-    """What Adam+CM and Adam+CG share: Adam's hyperparameters, their checks, and the two moments."""
+    """What Adam+CM and Adam+CG share: Adam's hyperparameters and the two moments."""
 
     def __init__(self, params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable):
-        check.non_negative(type(self).__name__, "eps", eps)
-        check.betas(type(self).__name__, betas)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, capacity=capacity,
+        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps, weight_decay=weight_decay, capacity=capacity,
                         decay=decay, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
         super().__init__(params, defaults)
 

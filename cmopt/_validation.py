@@ -59,3 +59,27 @@ def dense(owner: str, index: int, grad: torch.Tensor) -> None:
             f"{owner}: parameter {index} of its group has a sparse gradient, which is not supported. "
             f"Use dense gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam for that parameter."
         )
+
+
+def _unit(closed_right: bool):
+    return lambda owner, name, value: in_unit_interval(owner, name, value, closed_right=closed_right)
+
+
+# Hyperparameter name -> check(owner, name, value), for the constructor and for added groups alike.
+HYPERPARAMETERS = {
+    "lr": non_negative,
+    "eps": non_negative,
+    "weight_decay": non_negative,
+    "momentum": non_negative,
+    "dampening": _unit(closed_right=True),
+    "decay": _unit(closed_right=True),
+    "betas": lambda owner, name, value: betas(owner, value),
+    "capacity": lambda owner, name, value: capacity(owner, value),
+    "buffer_dtype": lambda owner, name, value: buffer_dtype(owner, value),
+}
+
+
+def hyperparameters(owner: str, values: dict) -> None:
+    for name, value in values.items():
+        if name in HYPERPARAMETERS:
+            HYPERPARAMETERS[name](owner, name, value)

@@ -41,12 +41,7 @@ class CriticalOptimizer(Optimizer):
     buffer_key = "critical_momenta"
 
     def __init__(self, params, defaults: dict[str, Any]):
-        name = type(self).__name__
-        check.non_negative(name, "lr", defaults["lr"])
-        check.non_negative(name, "weight_decay", defaults["weight_decay"])
-        check.capacity(name, defaults["capacity"])
-        check.in_unit_interval(name, "decay", defaults["decay"], closed_right=True)
-        check.buffer_dtype(name, defaults["buffer_dtype"])
+        check.hyperparameters(type(self).__name__, defaults)
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
@@ -57,12 +52,7 @@ class CriticalOptimizer(Optimizer):
             group.setdefault("buffer_dtype", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        name = type(self).__name__
-        for key, validate in (("capacity", check.capacity), ("buffer_dtype", check.buffer_dtype)):
-            if key in param_group:
-                validate(name, param_group[key])
-        if "decay" in param_group:
-            check.in_unit_interval(name, "decay", param_group["decay"], closed_right=True)
+        check.hyperparameters(type(self).__name__, param_group)
         super().add_param_group(param_group)
 
     # ---- what a subclass provides -------------------------------------------------------------

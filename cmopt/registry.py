@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -79,11 +78,3 @@ def _parameter_groups(model_or_params, no_decay_bias_and_norm: bool):
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
-
-
-@functools.cache
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The class a name builds (SAM for sam_* names)."""
-    if name not in OPTIMIZER_NAMES:
-        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(OPTIMIZER_NAMES)}.")
-    return SAM if name.startswith(SAM_PREFIX) else BASE_OPTIMIZERS[name]

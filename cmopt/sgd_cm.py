@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from cmopt import _validation as check
 from cmopt.critical import CriticalOptimizer
 
 
@@ -19,8 +18,6 @@ class SGDCM(CriticalOptimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, *,
                  capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
-        check.non_negative(type(self).__name__, "momentum", momentum)
-        check.in_unit_interval(type(self).__name__, "dampening", dampening, closed_right=True)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         capacity=capacity, decay=decay, buffer_dtype=buffer_dtype, foreach=foreach,
                         capturable=capturable)

@@ -12,8 +12,9 @@ class CriticalAdam(CriticalOptimizer):
     """What Adam+CM and Adam+CG share: Adam's hyperparameters and the two moments."""
 
     def __init__(self, params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable):
-        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps, weight_decay=weight_decay, capacity=capacity,
-                        decay=decay, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
+        betas = tuple(betas) if isinstance(betas, list) else betas  # a list from a config file
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, capacity=capacity, decay=decay,
+                        buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
         super().__init__(params, defaults)
 
     def _init_tensor_state(self, group, param, state):

@@ -71,6 +71,7 @@ HYPERPARAMETERS = {
     "eps": non_negative,
     "weight_decay": non_negative,
     "momentum": non_negative,
+    "rho": non_negative,
     "dampening": _unit(closed_right=True),
     "decay": _unit(closed_right=True),
     "betas": lambda owner, name, value: betas(owner, value),

@@ -28,7 +28,7 @@ class SAM(Optimizer):
 
     def __init__(self, params, base_optimizer: Callable[..., Optimizer], rho: float = 0.05,
                  adaptive: bool = False, **base_kwargs: Any):
-        check.non_negative("SAM", "rho", rho)
+        check.hyperparameters("SAM", dict(rho=rho))
         super().__init__(params, dict(rho=rho, adaptive=adaptive))
         self._perturbed: list[torch.Tensor] = []
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -36,8 +36,7 @@ class SAM(Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if "rho" in param_group:
-            check.non_negative("SAM", "rho", param_group["rho"])
+        check.hyperparameters("SAM", param_group)
         if not hasattr(self, "base_optimizer"):  # still inside __init__
             return super().add_param_group(param_group)
         param_group.setdefault("rho", self.defaults["rho"])

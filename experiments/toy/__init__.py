@@ -1,0 +1,10 @@
+"""The paper's toy experiments: Goldstein-Price, Ackley, a flat/sharp 1-D function, and quadratic rates."""
+
+OPTIMIZER_LABELS = {
+    "adam": "Adam", "adam_cg": "Adam+CG", "adam_cm": "Adam+CM", "sam_adam": "Adam+SAM", "sam_adam_cm": "Adam+SAM+CM",
+    "heavy_ball": "heavy ball", "sgd_cm": "SGD+CM",
+}
+
+
+def optimizer_label(name: str) -> str:
+    return OPTIMIZER_LABELS.get(name, name)

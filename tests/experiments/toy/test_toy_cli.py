@@ -1,0 +1,75 @@
+"""The Hydra entry point end to end on tiny settings: files written, numbers repeatable, overrides honoured."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.toy.__main__ import CONFIG_DIR, chosen_problems, problem_settings, run
+
+TINY = [
+    "workers=1", "steps=6", "seeds=1", "optimizers=[adam,adam_cg,adam_cm,sam_adam_cm]",
+    "goldstein_price.starts.points=2", "goldstein_price.figure_starts=[[1.5,1.5]]",
+    "ackley.starts.points=2", "ackley.figure_seeds=2", "ackley.first_steps=3",
+    "flat_sharp.sharpness=[1,8]", "flat_sharp.start_offsets=[0.5]",
+    "quadratic.log10_condition_numbers=[1,2,2]",
+]
+
+
+def config(*overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose("toy", overrides=list(overrides))
+
+
+def test_every_problem_writes_its_json_figures_and_the_report(tmp_path):
+    run(config(*TINY, f"out_dir={tmp_path}"))
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted([
+        "README.md", "goldstein_price.json", "ackley.json", "flat_sharp.json", "quadratic.json",
+        "figure1_goldstein_price.png", "figure2_ackley_first_steps.png", "figure3_quadratic_rates.png",
+        "figure4_ackley.png", "figure5_flat_sharp.png",
+    ])
+    ackley = json.loads((tmp_path / "ackley.json").read_text())
+    assert ackley["settings"]["steps"] == 6 and ackley["settings"]["lr_sweep"] == [0.01, 0.03, 0.1]
+    assert len(ackley["runs"]) == 3 * 4 * 4  # learning rates x optimizers x starts
+    assert all(len(t["points"]) == 7 for t in ackley["trajectories"])  # trajectories: start + 6 steps
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.count("**") == 2 * 5  # a verdict for each of the five claims
+
+    # seeded: a second run writes the same numbers
+    first = {name: (tmp_path / f"{name}.json").read_text() for name in chosen_problems("all")}
+    run(config(*TINY, f"out_dir={tmp_path}", "problem=flat_sharp"))
+    run(config(*TINY, f"out_dir={tmp_path}", "problem=ackley"))
+    assert {name: (tmp_path / f"{name}.json").read_text() for name in first} == first
+
+
+def test_shortcuts_replace_the_problems_values():
+    cfg = config("lr=0.05", "noise=0.2", "capacity=3", "decay=0.5", "optimizers=[adam]")
+    settings = problem_settings(cfg, "ackley")
+    assert settings["lr"] == 0.05 and settings["lr_sweep"] == [0.05]
+    assert [settings[k] for k in ("noise", "capacity", "decay", "optimizers")] == [0.2, 3, 0.5, ["adam"]]
+    assert problem_settings(config(), "ackley")["noise"] == 0.1  # unset: the problem's own
+
+
+def test_bad_choices_get_clear_errors():
+    with pytest.raises(ValueError, match=r"problem='rosenbrock' is not a toy experiment\. Choose one of: goldstein"):
+        chosen_problems("rosenbrock")
+    with pytest.raises(ValueError, match=r"ackley\.lr=0\.2 is not in ackley\.lr_sweep"):
+        problem_settings(config("ackley.lr=0.2"), "ackley")
+
+
+def test_command_line_run_writes_only_to_out_dir(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.toy", "problem=flat_sharp", "out_dir=out", *TINY],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no outputs/ or .hydra/ from Hydra
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["README.md", "figure5_flat_sharp.png", "flat_sharp.json"]
+    assert "[flat_sharp] done" in completed.stdout

@@ -1,0 +1,1 @@
+"""Dataset builders, one module per runner's kind of data."""

@@ -1,0 +1,169 @@
+"""Image-classification datasets: CIFAR-10/100 (torchvision), ImageNet (ImageFolder), synthetic stand-in.
+
+    data = build_image_datasets("cifar10", root="data/cifar10", download=True)
+    data.train[0]   # (normalised 3x32x32 float tensor, int label), augmented
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torchvision import transforms
+
+IMAGE_DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "synthetic")
+
+# Per-channel mean and std of the training sets (CIFAR's is the per-pixel std, not the often-copied 0.2023).
+CIFAR_MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR_CLASSES = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
+CIFAR_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+COMMON_ARGUMENTS = ("name", "root", "download", "augment")
+
+
+@dataclass(frozen=True)
+class ImageDatasets:
+    train: torch.utils.data.Dataset  # items (float C x H x W, normalised; int label), augmented
+    test: torch.utils.data.Dataset  # no augmentation
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (C, H, W)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files are not where the builder looked; the message names the expected layout."""
+
+
+def build_image_datasets(name: str, root: str = "data", *, download: bool = False, augment: bool = True,
+                         **options) -> ImageDatasets:
+    """Train and test splits of the dataset called `name` (one of IMAGE_DATASET_NAMES).
+
+    `root` is the dataset's own folder (e.g. data/cifar10). `download=True` fetches CIFAR when the
+    network allows; ImageNet is never downloaded and the synthetic data is generated. `augment=False`
+    gives the train split the test transform. `options` are the dataset's own: see its builder below.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(IMAGE_DATASET_NAMES)}.")
+    builder = BUILDERS[name]
+    accepted = [p for p in inspect.signature(builder).parameters if p not in COMMON_ARGUMENTS]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"Dataset {name!r} does not take option(s) {', '.join(unknown)}. It takes: "
+                         f"{', '.join(accepted) or 'no options'} (besides root, download, augment).")
+    return builder(name, Path(root), download, augment, **options)
+
+
+def cifar(name: str, root: Path, download: bool, augment: bool) -> ImageDatasets:
+    """CIFAR-10 or CIFAR-100 in torchvision's python-pickle layout under `root`."""
+    dataset_class = CIFAR_CLASSES[name]
+    normalize = transforms.Normalize(*CIFAR_MEAN_STD[name])
+    test_transform = transforms.Compose([transforms.ToTensor(), normalize])
+    train_transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), normalize,
+    ]) if augment else test_transform
+    try:
+        train = dataset_class(root, train=True, transform=train_transform, download=download)
+        test = dataset_class(root, train=False, transform=test_transform)
+    except (OSError, RuntimeError) as error:  # missing files, a failed download or a failed md5 check
+        raise DatasetNotFoundError(cifar_layout_message(name, root, download, error)) from error
+    return ImageDatasets(train, test, CIFAR_NUM_CLASSES[name], (3, 32, 32))
+
+
+def cifar_layout_message(name: str, root: Path, download: bool, error: Exception) -> str:
+    dataset_class = CIFAR_CLASSES[name]
+    folder = root / dataset_class.base_folder
+    files = [f for f, _ in dataset_class.train_list + dataset_class.test_list]
+    files.append(dataset_class.meta["filename"])
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        found = f"missing {', '.join(missing)}"
+    else:
+        found = f"all files present, but torchvision rejected them: {error}"
+    if download:
+        how = f"The download failed ({error}); without network, fetch {dataset_class.url} elsewhere"
+    else:
+        how = f"Set dataset.download=true to fetch it when online, or fetch {dataset_class.url}"
+    return (f"{name} not found in {folder} ({found}). Expected the folder {folder} holding "
+            f"{', '.join(files)}: the python version of the dataset. {how} and unpack it into {root}.")
+
+
+def imagenet(name: str, root: Path, download: bool, augment: bool, image_size: int = 224) -> ImageDatasets:
+    """ImageNet from class folders: root/train/<class>/*.JPEG and root/val/<class>/*, same classes in both."""
+    if download:
+        raise ValueError("ImageNet cannot be downloaded here (its licence needs an account at "
+                         "image-net.org). Set dataset.download=false and place the train/ and val/ class "
+                         f"folders under {root}.")
+    normalize = transforms.Normalize(*IMAGENET_MEAN_STD)
+    test_transform = transforms.Compose([
+        transforms.Resize(round(image_size * 256 / 224)), transforms.CenterCrop(image_size),
+        transforms.ToTensor(), normalize,
+    ])
+    train_transform = transforms.Compose([
+        transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), normalize,
+    ]) if augment else test_transform
+    splits = {}
+    for split, transform in (("train", train_transform), ("val", test_transform)):
+        try:
+            splits[split] = torchvision.datasets.ImageFolder(root / split, transform=transform)
+        except FileNotFoundError as error:  # no such folder, no class folders, or no images in them
+            raise DatasetNotFoundError(
+                f"ImageNet split {split!r} not found in {root / split} ({error}). Expected "
+                f"{root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG, one folder per class "
+                f"(e.g. n01440764) with the same class folders in both; the official val images come "
+                f"flat and must first be sorted into class folders. ImageNet is not downloaded "
+                f"automatically: get it from https://image-net.org."
+            ) from error
+    train, test = splits["train"], splits["val"]
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_val = sorted(set(test.classes) - set(train.classes))
+        raise DatasetNotFoundError(
+            f"ImageNet train/ and val/ under {root} have different class folders (only in train: "
+            f"{only_train[:5]}, only in val: {only_val[:5]}), so labels would not match. "
+            f"Give both the same class folders."
+        )
+    return ImageDatasets(train, test, len(train.classes), (3, image_size, image_size))
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """Item i: its class's fixed template plus Gaussian noise drawn from (seed, i), the same every time."""
+
+    def __init__(self, templates: torch.Tensor, labels: torch.Tensor, noise_std: float,
+                 seed: tuple[int, int]):
+        self.templates, self.labels, self.noise_std, self.seed = templates, labels, noise_std, seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        label = int(self.labels[index])
+        rng = np.random.default_rng([*self.seed, index])
+        noise = torch.from_numpy(rng.standard_normal(self.templates.shape[1:], dtype=np.float32))
+        return self.templates[label] + self.noise_std * noise, label
+
+
+def synthetic(name: str, root: Path, download: bool, augment: bool, num_classes: int = 10,
+              train_size: int = 4096, test_size: int = 1024, image_size: int = 32, noise_std: float = 2.0,
+              seed: int = 0) -> ImageDatasets:
+    """CIFAR-shaped images whose class is a smooth random colour pattern under noise; `root`, `download`
+    and `augment` have no effect. Templates are upsampled from 4x4, so convolutions with pooling see them."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(num_classes, 3, 4, 4, generator=generator)
+    templates = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear",
+                                                align_corners=False)
+    train_labels, test_labels = (torch.randint(num_classes, (size,), generator=generator)
+                                 for size in (train_size, test_size))
+    return ImageDatasets(SyntheticImages(templates, train_labels, noise_std, (seed, 0)),
+                         SyntheticImages(templates, test_labels, noise_std, (seed, 1)),
+                         num_classes, (3, image_size, image_size))
+
+
+BUILDERS = {"cifar10": cifar, "cifar100": cifar, "imagenet": imagenet, "synthetic": synthetic}

@@ -1,0 +1,10 @@
+"""The training engine every runner shares: a runner builds a Task, `train` does the rest.
+
+    result = train(cfg, build_task, run_dir)   # resumes from run_dir/checkpoint.pt when it exists
+"""
+
+from experiments.engine.loop import (
+    NonFiniteLossError, TrainResult, build_optimizer, exit_on_user_error, train)
+from experiments.engine.task import Task
+
+__all__ = ["NonFiniteLossError", "Task", "TrainResult", "build_optimizer", "exit_on_user_error", "train"]

@@ -1,0 +1,78 @@
+"""Where this process runs: device, rank and world size; torchrun's process group when launched by it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str | None = None) -> Placement:
+    """Join torchrun's process group if launched by it (gloo on CPU, nccl on CUDA) and pick the device.
+
+    `device` None means CUDA when present (cuda:LOCAL_RANK under torchrun), else the CPU. Under
+    submitit (hydra/launcher=slurm with several tasks), the ranks come from its SLURM environment.
+    """
+    if "RANK" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR"):
+        _export_submitit_ranks()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    placement = Placement(torch.device(device), rank, world_size)
+    if placement.device.type == "cuda":
+        torch.cuda.set_device(placement.device)
+    if placement.distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if placement.device.type == "cuda" else "gloo",
+                                device_id=placement.device if placement.device.type == "cuda" else None)
+    return placement
+
+
+def _export_submitit_ranks() -> None:
+    from submitit import JobEnvironment
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if JobEnvironment().num_tasks > 1:
+        # Keep every GPU visible: the device is chosen as cuda:LOCAL_RANK below.
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def sum_across_processes(values: dict[str, torch.Tensor], placement: Placement) -> dict[str, torch.Tensor]:
+    """Every process's tensors summed (one all-reduce); the values themselves without torchrun."""
+    if not values or not placement.distributed:
+        return values
+    names = sorted(values)
+    stacked = torch.stack([values[n].detach().to(placement.device, torch.float64) for n in names])
+    dist.all_reduce(stacked)
+    return dict(zip(names, stacked))
+
+
+def gather_objects(obj, placement: Placement) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every process."""
+    if not placement.distributed:
+        return [obj]
+    gathered = [None] * placement.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

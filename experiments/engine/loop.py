@@ -1,0 +1,446 @@
+"""The training loop every runner shares.
+
+`train(cfg, build_task, run_dir)` joins torchrun's process group if there is one, seeds, builds the
+runner's Task, resumes from `run_dir/checkpoint.pt` when it exists, and trains: one optimizer step
+per batch (SAM's two passes through cmopt.sam_step), a per-step LR schedule, evaluation, flatness
+and optimizer diagnostics on a schedule, metrics to metrics.jsonl (and W&B), atomic checkpoints,
+and summary.json at the end. Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import clip_grad_norm_
+from torch.optim import Optimizer
+from tqdm import tqdm
+
+import cmopt
+from experiments.engine import checkpoint, data, distributed
+from experiments.engine.checkpoint import CHECKPOINT_NAME
+from experiments.engine.distributed import Placement
+from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
+from experiments.engine.schedule import build_scheduler
+from experiments.engine.task import Task, move_to
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("bf16", "fp32")
+# Keys that may change between a run and its resumption: where things live and how they are loaded.
+RESUMABLE_CHANGES = ("logger", "data_dir", "runs_dir", "trainer.num_workers", "trainer.device")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops without checkpointing the bad state."""
+
+
+@dataclass
+class TrainResult:
+    summary: dict[str, Any]
+    model: nn.Module
+    optimizer: Optimizer
+
+
+@dataclass
+class Progress:
+    """Where training stands: steps taken, and the next batch to train (stage, epoch, batch index)."""
+
+    step: int = 0
+    stage: int = 0
+    epoch: int = 0
+    batch: int = 0
+    finished: bool = False
+
+
+def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: str | Path) -> TrainResult:
+    """Train the Task that `build_task(cfg)` returns, in `run_dir`, resuming from its checkpoint if any."""
+    placement = distributed.setup(cfg.trainer.device)
+    try:
+        _make_deterministic(placement.device)
+        checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
+        task = build_task(cfg)
+        return Trainer(cfg, task, placement, Path(run_dir)).fit()
+    finally:
+        distributed.teardown()
+
+
+@contextlib.contextmanager
+def exit_on_user_error():
+    """Errors a user can fix (bad config, missing data, diverged loss) end in one message and exit code 1.
+
+    HYDRA_FULL_ERROR=1 shows the traceback instead, as Hydra does for its own errors.
+    """
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ImportError, NonFiniteLossError) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {error}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)", file=sys.stderr)
+        sys.exit(1)
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, task: Task, placement: Placement, run_dir: Path):
+        self.cfg, self.t, self.task, self.placement, self.run_dir = cfg, cfg.trainer, task, placement, run_dir
+        if self.t.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision={self.t.precision!r}; valid: {', '.join(PRECISIONS)}.")
+        self.model = task.model.to(placement.device)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        self.ddp_model = (DistributedDataParallel(self.model, device_ids=_device_ids(placement))
+                          if placement.distributed else self.model)
+        self.batch_size = _per_process_batch_size(self.t.batch_size, placement.world_size)
+        self.stages = task.stages
+        self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
+        self.total_steps = self._total_steps()
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps,
+                                         **OmegaConf.to_container(cfg.scheduler, resolve=True))
+        if self.t.grad_clip:
+            # SAM's perturbation is normalised, so clipping its first-pass gradient would change nothing:
+            # clip once, just before the update (for SAM, in its base optimizer's step).
+            updater = getattr(self.optimizer, "base_optimizer", self.optimizer)
+            updater.register_step_pre_hook(self._clip_gradients)
+        self.progress = Progress()
+        self.window = _Window()  # this process's training loss and statistics since the last log line
+        self.latest: dict[str, Any] = {}  # the last logged value of every metric, for summary.json
+        self.wall_time_before_s = 0.0  # time spent before the last resumption
+        self.flatness_batch = (data.fixed_batch(self.stages[0], self.t.flatness_batch_size, task.collate_fn)
+                               if self.t.flatness_interval or self.t.flatness_at_end else None)
+
+    def _clip_gradients(self, *_) -> None:
+        clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+
+    # ---- the run ----------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        resumed = checkpoint.load(checkpoint_path, self.placement.device) if checkpoint_path.exists() else None
+        if resumed is not None:
+            self._restore(resumed)
+        if self.progress.finished:
+            log.info("%s already finished (%d steps); nothing to train. Delete the folder to train again.",
+                     self.run_dir, self.progress.step)
+            return TrainResult(read_summary(self.run_dir), self.model, self.optimizer)
+        if resumed is None:
+            # Per-process streams: dropout masks differ across processes.
+            checkpoint.seed_everything(self.cfg.seed + self.placement.rank)
+        if self.placement.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+            log.info("Training %d steps in %s on %s x%d%s.", self.total_steps, self.run_dir,
+                     self.placement.device, self.placement.world_size,
+                     f", resumed at step {self.progress.step}" if resumed else "")
+        self.metrics = MetricsLog(self.run_dir, self.cfg.logger, self.cfg, enabled=self.placement.is_main,
+                                  resume_bytes=resumed["metrics_bytes"] if resumed else 0)
+        self.started = time.perf_counter()
+        summary, exit_code = None, 1
+        try:
+            self._loop()
+            summary = self._finish()
+            exit_code = 0
+        finally:
+            self.metrics.close(summary, exit_code)
+        return TrainResult(summary, self.model, self.optimizer)
+
+    def _loop(self) -> None:
+        with tqdm(total=self.total_steps, initial=self.progress.step, disable=not self.placement.is_main,
+                  desc=self.run_dir.name, dynamic_ncols=True) as bar:
+            for stage, epoch, index, batch in self._batches():
+                started = time.perf_counter()
+                loss, count, stats = self._train_step(batch)
+                self._check_finite(loss, stage, epoch)
+                self.window.add(loss, count, stats, time.perf_counter() - started)
+                self._advance(stage, epoch, index)
+                bar.update(1)
+                step, last = self.progress.step, self.progress.step == self.total_steps
+                end_of_epoch = self.progress.batch == 0
+                end_of_stage = end_of_epoch and self.progress.stage != stage
+                line = {}
+                if step % self.t.log_interval == 0 or last:
+                    line.update(self._train_metrics(self.window))
+                    bar.set_postfix(loss=f"{line['train_loss']:.4f}")
+                    self.window = _Window()
+                eval_due = _due(step, self.t.eval_interval) if self.t.eval_interval else end_of_epoch
+                if eval_due or end_of_stage or last:
+                    line.update(self.evaluate())
+                if _due(step, self.t.flatness_interval) or (last and self.t.flatness_at_end):
+                    line.update(self.measure_flatness())
+                if line:
+                    self._log(line, stage, epoch)
+                if last:
+                    break
+                if _due(step, self.t.checkpoint_interval):
+                    self._save_checkpoint()
+
+    def _batches(self) -> Iterator[tuple[int, int, int, Any]]:
+        """(stage, epoch, batch index, batch) from the resume position to the end of the last stage."""
+        start = (self.progress.stage, self.progress.epoch, self.progress.batch)
+        for stage in range(start[0], len(self.stages)):
+            for epoch in range(start[1] if stage == start[0] else 0, self.t.epochs):
+                skip = start[2] if (stage, epoch) == start[:2] else 0
+                loader = data.train_loader(
+                    self.stages[stage], batch_size=self.batch_size, seed=self.cfg.seed, stage=stage,
+                    epoch=epoch, skip_batches=skip, shuffle=self.t.shuffle, num_workers=self.t.num_workers,
+                    collate_fn=self.task.collate_fn, placement=self.placement)
+                for index, batch in enumerate(loader, start=skip):
+                    yield stage, epoch, index, batch
+
+    def _train_step(self, batch) -> tuple[float, int, dict[str, torch.Tensor]]:
+        batch = move_to(batch, self.placement.device)
+        first_pass = []
+
+        def compute_loss() -> torch.Tensor:
+            with self._autocast():
+                loss, count, stats = self.task.forward(self.ddp_model, batch)
+            first_pass.append((count, stats))
+            return loss
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if isinstance(self.optimizer, cmopt.SAM):
+            loss = cmopt.sam_step(self.optimizer, self.ddp_model, compute_loss)
+        else:
+            loss = compute_loss()
+            loss.backward()
+            self.optimizer.step()
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        count, stats = first_pass[0]
+        return float(loss.detach()), int(count), {k: v.detach() for k, v in stats.items()}
+
+    def _check_finite(self, loss: float, stage: int, epoch: int) -> None:
+        if math.isfinite(loss):
+            return
+        kept = (f"The last good checkpoint (step {self.saved_step}) and {METRICS_NAME} are kept in "
+                f"{self.run_dir}"
+                if hasattr(self, "saved_step") else f"No checkpoint was written yet; {METRICS_NAME} is kept")
+        raise NonFiniteLossError(
+            f"The training loss is {loss} at step {self.progress.step + 1} (stage {stage}, epoch {epoch}). "
+            f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
+            f"(trainer.grad_clip=1.0). {kept}.")
+
+    def _advance(self, stage: int, epoch: int, index: int) -> None:
+        p = self.progress
+        p.step += 1
+        p.stage, p.epoch, p.batch = stage, epoch, index + 1
+        if p.batch == self.batches_per_epoch[stage]:
+            p.epoch, p.batch = epoch + 1, 0
+            if p.epoch == self.t.epochs:
+                p.stage, p.epoch = stage + 1, 0
+
+    # ---- measurements -----------------------------------------------------------------------------
+
+    def _train_metrics(self, window: "_Window") -> dict[str, Any]:
+        sums = distributed.sum_across_processes(
+            {"loss": torch.tensor(window.loss_sum), "count": torch.tensor(window.count), **window.stats},
+            self.placement)
+        metrics = self._per_item(sums)
+        metrics = {f"train_{k}": v for k, v in metrics.items()}
+        metrics.update(lr=self.lr, step_time_s=window.time_s / window.steps,
+                       optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
+                       **cmopt.critical_buffer_stats(self.optimizer))
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Every eval split: statistics summed over all processes' items, divided by the summed counts."""
+        self.model.eval()
+        metrics = {}
+        for split, dataset in self.task.eval_data.items():
+            sums = {"loss": torch.zeros((), dtype=torch.float64, device=self.placement.device),
+                    "count": torch.zeros((), dtype=torch.float64, device=self.placement.device)}
+            loader = data.eval_loader(dataset, batch_size=self.batch_size, num_workers=self.t.num_workers,
+                                      collate_fn=self.task.collate_fn, placement=self.placement)
+            for batch in loader:
+                with self._autocast():
+                    loss, count, stats = self.task.forward(self.model, move_to(batch, self.placement.device))
+                sums["loss"] += loss.double() * count
+                sums["count"] += count
+                for name, value in stats.items():
+                    sums[name] = sums.get(name, 0) + value.double()
+            split_metrics = self._per_item(distributed.sum_across_processes(sums, self.placement))
+            metrics.update({f"{split}_{k}": v for k, v in split_metrics.items()})
+        self.model.train()
+        return metrics
+
+    def measure_flatness(self) -> dict[str, float]:
+        """Top Hessian eigenvalue (and trace, if asked) of the training loss on a fixed batch, in eval mode.
+
+        Main process only: every process holds the same weights."""
+        if not self.placement.is_main:
+            return {}
+        batch = move_to(self.flatness_batch, self.placement.device)
+
+        def loss_fn(model, b):
+            return self.task.forward(model, b)[0].float()
+
+        self.model.eval()
+        metrics = {"top_hessian_eigenvalue": cmopt.top_hessian_eigenvalue(
+            self.model, loss_fn, batch, max_iter=self.t.flatness_max_iter, seed=self.cfg.seed)}
+        if self.t.hessian_trace_samples:
+            metrics["hessian_trace"] = cmopt.hessian_trace(
+                self.model, loss_fn, batch, n_samples=self.t.hessian_trace_samples, seed=self.cfg.seed)
+        self.model.train()
+        return metrics
+
+    def _per_item(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        count = float(sums.pop("count"))
+        metrics = {name: float(value) / count for name, value in sums.items()}
+        if self.task.derive is not None:
+            metrics.update(self.task.derive(metrics))
+        return metrics
+
+    # ---- outputs ----------------------------------------------------------------------------------
+
+    def _log(self, line: dict[str, Any], stage: int, epoch: int) -> None:
+        position = {"step": self.progress.step, "epoch": epoch}
+        if len(self.stages) > 1:
+            position["stage"] = stage
+        self.metrics.write({**position, **line})
+        self.latest.update(line)
+
+    def _save_checkpoint(self) -> None:
+        # Every process's RNG streams and unlogged training statistics.
+        per_process = distributed.gather_objects({"rng": checkpoint.rng_state(), "window": vars(self.window)},
+                                                 self.placement)
+        if self.placement.is_main:
+            checkpoint.save_atomically({
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "progress": asdict(self.progress),
+                "per_process": per_process,
+                "metrics_bytes": self.metrics.size(),
+                "latest": self.latest,
+                "wall_time_s": self._wall_time_s(),
+                "config": _identity(self.cfg),
+            }, self.run_dir / CHECKPOINT_NAME)
+        self.saved_step = self.progress.step
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        differences = _differences(state["config"], _identity(self.cfg))
+        if differences:
+            raise ValueError(
+                f"The run folder {self.run_dir} holds a run with a different config "
+                f"({'; '.join(differences)}). "
+                "Give this run its own folder (e.g. run_name=<name> or runs_dir=<dir>), or delete the folder "
+                "to start over.")
+        if len(state["per_process"]) != self.placement.world_size:
+            raise ValueError(f"{self.run_dir} was trained by {len(state['per_process'])} process(es); resume "
+                             f"it with the same number (now {self.placement.world_size}) to continue exactly.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        self.latest = dict(state["latest"])
+        self.wall_time_before_s = state["wall_time_s"]
+        self.saved_step = self.progress.step
+        own = state["per_process"][self.placement.rank]
+        checkpoint.set_rng_state(own["rng"])
+        self.window = _Window(**own["window"])
+
+    def _finish(self) -> dict[str, Any]:
+        summary = None
+        if self.placement.is_main:
+            summary = {"status": "finished", "steps": self.progress.step, "top_hessian_eigenvalue": None,
+                       **self.latest, "wall_time_s": self._wall_time_s()}
+            if self.task.summarize is not None:
+                lines = [json.loads(s) for s in (self.run_dir / METRICS_NAME).read_text().splitlines()]
+                summary.update(self.task.summarize(lines))
+            write_summary(self.run_dir, summary)
+        self.progress.finished = True
+        self._save_checkpoint()  # after summary.json: a run killed in between redoes its last steps
+        return summary
+
+    def _wall_time_s(self) -> float:
+        return self.wall_time_before_s + time.perf_counter() - self.started
+
+    def _total_steps(self) -> int:
+        natural = self.t.epochs * sum(self.batches_per_epoch)
+        if natural == 0:
+            sizes = ", ".join(str(len(d)) for d in self.stages)
+            raise ValueError(f"No full batch to train on: trainer.batch_size={self.t.batch_size} over "
+                             f"{self.placement.world_size} process(es) and training set(s) of {sizes} items, "
+                             f"trainer.epochs={self.t.epochs}. Lower the batch size or use more data.")
+        return min(natural, self.t.max_steps) if self.t.max_steps else natural
+
+    def _autocast(self):
+        bf16 = self.t.precision == "bf16" and self.placement.device.type == "cuda"  # the CPU runs fp32
+        return torch.autocast(self.placement.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+class _Window:
+    """Training loss, counts and statistics summed since the last log line."""
+
+    def __init__(self, loss_sum=0.0, count=0, steps=0, time_s=0.0, stats=None):
+        self.loss_sum, self.count, self.steps, self.time_s = loss_sum, count, steps, time_s
+        self.stats: dict[str, torch.Tensor] = dict(stats or {})
+
+    def add(self, loss: float, count: int, stats: dict[str, torch.Tensor], time_s: float) -> None:
+        self.loss_sum += loss * count
+        self.count += count
+        self.steps += 1
+        self.time_s += time_s
+        for name, value in stats.items():
+            self.stats[name] = self.stats.get(name, 0) + value.double()
+
+
+def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
+    """cmopt.create_optimizer(name, model, **hyperparameters) from an optimizer config group entry."""
+    options = OmegaConf.to_container(optimizer_cfg, resolve=True)
+    name = options.pop("name")
+    hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return cmopt.create_optimizer(name, model, **hyperparameters)
+
+
+def _due(step: int, interval: int | None) -> bool:
+    return bool(interval) and step % interval == 0
+
+
+def _per_process_batch_size(batch_size: int, world_size: int) -> int:
+    if batch_size < world_size or batch_size % world_size:
+        raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must split evenly over "
+                         f"{world_size} processes; use a multiple of {world_size}.")
+    return batch_size // world_size
+
+
+def _device_ids(placement: Placement) -> list[int] | None:
+    return [placement.device.index] if placement.device.type == "cuda" else None
+
+
+def _make_deterministic(device: torch.device) -> None:
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)  # ops without a deterministic kernel only warn
+
+
+def _identity(cfg: DictConfig) -> dict[str, Any]:
+    """The config as written (interpolations unresolved), minus what may change on resume."""
+    identity = OmegaConf.to_container(cfg, resolve=False)
+    for key in RESUMABLE_CHANGES:
+        *parents, leaf = key.split(".")
+        node = identity
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return identity
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(saved) | set(now), key=str)
+                for d in _differences(saved.get(k), now.get(k), f"{prefix}{k}.")]
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {saved!r} in the folder, {now!r} now"]

@@ -1,0 +1,54 @@
+"""Image classification (CIFAR-10/100, ImageNet, synthetic) with any cmopt optimizer.
+
+    python -m experiments.image_classification experiment=smoke   # synthetic data, seconds on a CPU
+    python -m experiments.image_classification dataset=cifar100 model=resnet34 optimizer=adam_cm
+    python -m experiments.image_classification -m optimizer=adam,adam_cg,adam_cm seed=0,1,2
+    torchrun --nproc_per_node=8 -m experiments.image_classification experiment=imagenet_efficientnet_b0
+
+Running the same command again resumes the run from its folder's checkpoint; the folder follows from
+the config (configs/image_classification.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch import nn
+
+from experiments.data.images import build_image_datasets
+from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.models.images import build_image_model
+
+
+def classification_forward(model: nn.Module, batch) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+    """Mean cross-entropy, the batch size, and the number of correct predictions ("acc" once divided)."""
+    images, labels = batch
+    logits = model(images)
+    correct = (logits.argmax(dim=1) == labels).sum()
+    return nn.functional.cross_entropy(logits.float(), labels), len(labels), {"acc": correct}
+
+
+def build_task(cfg: DictConfig) -> Task:
+    data = build_image_datasets(**cfg.dataset)
+    model = build_image_model(**cfg.model, num_classes=data.num_classes)
+    return Task(model=model, train_data=data.train, eval_data={"test": data.test},
+                forward=classification_forward)
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
+    return train(cfg, build_task, run_dir)
+
+
+@hydra.main(config_path="../configs", config_name="image_classification", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    with exit_on_user_error():
+        summary = run(cfg, HydraConfig.get().runtime.output_dir).summary
+    return summary["test_acc"] if summary else None  # what a Hydra sweeper would maximise
+
+
+if __name__ == "__main__":
+    main()

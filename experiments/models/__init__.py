@@ -1,0 +1,1 @@
+"""Model builders, one module per runner's kind of model."""

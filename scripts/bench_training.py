@@ -1,0 +1,110 @@
+"""Time of a whole training step (forward, backward, optimizer step, zero_grad) per optimizer, as a ratio.
+
+CIFAR ResNet-18 on synthetic CIFAR batches. Each optimizer trains its own copy of the same model; every
+round steps each optimizer once, in alternating order (interleaved, so drift in machine load hits all
+alike), and we report the median over the timed rounds. Each optimizer with critical momenta or gradients
+is divided by its plain counterpart (adam_cm / adam, sam_adam_cm / sam_adam) when that is in the list.
+
+    python scripts/bench_training.py [--optimizers adam,adam_cm,sam_adam,sam_adam_cm] [--steps 10]
+                                     [--batch-size 128] [--device cpu|cuda] [--precision bf16|fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+from torch.nn.functional import cross_entropy
+
+import cmopt
+from experiments.data.images import build_image_datasets
+from experiments.models.images import build_image_model
+
+
+def synthetic_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    data = build_image_datasets("synthetic", train_size=batch_size, test_size=1).train
+    images, labels = zip(*(data[i] for i in range(batch_size)))
+    return torch.stack(images).to(device), torch.tensor(labels).to(device)
+
+
+def counterpart(name: str) -> str:
+    """The same optimizer without the critical buffer: adam_cm -> adam, sam_adam_cg -> sam_adam."""
+    return name.removesuffix("_cm").removesuffix("_cg")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--optimizers", default="adam,adam_cm",
+                        help="comma-separated cmopt names, e.g. adam,adam_cm,sam_adam,sam_adam_cm")
+    parser.add_argument("--steps", type=int, default=10, help="timed rounds (median over them)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default=None,
+                        help="bf16 autocast (CUDA only; the default there) or fp32 (the default on the CPU)")
+    args = parser.parse_args()
+    names = args.optimizers.split(",")
+    unknown = [n for n in names if n not in cmopt.OPTIMIZER_NAMES]
+    if unknown:
+        parser.error(f"unknown optimizer(s) {', '.join(unknown)}; "
+                     f"choose from {', '.join(cmopt.OPTIMIZER_NAMES)}")
+    device = torch.device(args.device)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    if precision == "bf16" and device.type != "cuda":
+        parser.error("--precision bf16 needs --device cuda (training uses bf16 autocast on GPUs only)")
+    bf16 = precision == "bf16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    images, labels = synthetic_batch(args.batch_size, device)
+    runs = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = build_image_model("resnet18", num_classes=10).to(device).train()
+        runs[name] = (model, cmopt.create_optimizer(name, model, lr=1e-3), [])
+
+    def loss_of(model):
+        with autocast:
+            return cross_entropy(model(images), labels)
+
+    for i in range(args.warmup + args.steps):
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
+            model, optimizer, times = runs[name]
+            synchronize(device)
+            start = time.perf_counter()
+            if isinstance(optimizer, cmopt.SAM):
+                cmopt.sam_step(optimizer, model, lambda: loss_of(model))
+            else:
+                loss_of(model).backward()
+                optimizer.step()
+            optimizer.zero_grad()
+            synchronize(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - start)
+
+    if device.type == "cpu":
+        hardware = f"{torch.get_num_threads()} threads"
+    else:
+        hardware = torch.cuda.get_device_name(device)
+    print(f"CIFAR ResNet-18, synthetic batch {args.batch_size}, device {device} ({hardware}), {precision}; "
+          f"median of {args.steps} interleaved steps after {args.warmup} warm-up rounds")
+    print(f"{'optimizer':16s} {'step ms':>9s} {'images/s':>9s}   ratio")
+    medians = {name: statistics.median(times) for name, (_, _, times) in runs.items()}
+    for name, median in medians.items():
+        base = counterpart(name)
+        ratio = f"{median / medians[base]:.3f} x {base}" if base != name and base in medians else ""
+        print(f"{name:16s} {median * 1e3:9.1f} {args.batch_size / median:9.1f}   {ratio}")
+
+
+if __name__ == "__main__":
+    main()

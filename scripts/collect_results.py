@@ -1,0 +1,182 @@
+"""Collect finished runs into one CSV and a mean ± std table over seeds.
+
+    python scripts/collect_results.py RUN_DIR_OR_PARENT... [--out results/image_classification]
+
+Every `summary.json` below the given folders is one run; its `config.yaml` (next to it) says what ran.
+Writes `<out>/runs.csv` (one row per run) and `<out>/table.md`: runs grouped by dataset x model x optimizer
+and by every other setting that differs inside such a group (e.g. optimizer.lr in a sweep), so different
+settings are never averaged together; the seed is what the mean and the sample std (n - 1) run over.
+Runs whose summary status is not "finished" are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+IDENTITY = ("dataset", "model", "optimizer")  # the columns every table groups by: dataset.name etc.
+# Config entries that do not change what a run computes: where things go, how often it logs, its workers.
+BOOKKEEPING = ("seed", "data_dir", "runs_dir", "run_name", "logger", "hydra",
+               "dataset.root", "dataset.download",
+               "trainer.num_workers", "trainer.log_interval", "trainer.checkpoint_interval")
+# Summary numbers in the order the CSV lists them; any others follow alphabetically.
+SUMMARY_ORDER = ("test_acc", "test_loss", "train_loss", "top_hessian_eigenvalue", "buffer_admission_rate",
+                 "optimizer_state_bytes", "steps", "wall_time_s")
+# Table columns: summary key, header, how to show one number.
+TABLE_METRICS = (("test_acc", "test_acc (%)", lambda v: f"{100 * v:.2f}"),
+                 ("test_loss", "test_loss", lambda v: f"{v:.4f}"),
+                 ("top_hessian_eigenvalue", "top_hessian_eigenvalue", lambda v: f"{v:.4g}"))
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders (those holding summary.json) at or below each path, each once."""
+    found = set()
+    for path in paths:
+        if not path.exists():
+            raise SystemExit(f"error: {path} does not exist; pass run folders or folders above them.")
+        found.update(summary.parent.resolve() for summary in path.rglob("summary.json"))
+    return sorted(found)
+
+
+def shown(run_dir: Path) -> Path:
+    """The run folder relative to the working directory when below it, so results/ holds no machine paths."""
+    here = Path.cwd().resolve()
+    return run_dir.relative_to(here) if run_dir.is_relative_to(here) else run_dir
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}; lists become JSON text so they can be grouped."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else value
+    return flat
+
+
+def is_bookkeeping(key: str) -> bool:
+    return any(key == entry or key.startswith(entry + ".") for entry in BOOKKEEPING)
+
+
+def load_run(run_dir: Path) -> dict | None:
+    """One run as {"run_dir", "seed", "identity", "settings", "summary"}; None (with a warning) skips it."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary.get("status") != "finished":
+        print(f"warning: skipping {run_dir}: status is {summary.get('status')!r}, not 'finished'",
+              file=sys.stderr)
+        return None
+    if not (run_dir / "config.yaml").is_file():
+        print(f"warning: skipping {run_dir}: no config.yaml next to summary.json", file=sys.stderr)
+        return None
+    config = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
+    identity_keys = [f"{name}.name" for name in IDENTITY]
+    settings = {k: v for k, v in config.items() if k not in identity_keys and not is_bookkeeping(k)}
+    return {
+        "run_dir": run_dir,
+        "seed": config.get("seed"),
+        "identity": tuple(config.get(k) for k in identity_keys),
+        "settings": settings,
+        "summary": {k: v for k, v in summary.items()
+                    if k != "status" and (v is None or isinstance(v, (int, float)))},
+    }
+
+
+def varying_settings(runs: list[dict]) -> list[str]:
+    """Settings that take more than one value among runs of the same dataset x model x optimizer."""
+    keys = set().union(*(run["settings"] for run in runs))
+    values = defaultdict(set)
+    for run in runs:
+        for key in keys:
+            values[run["identity"], key].add(json.dumps(run["settings"].get(key), sort_keys=True))
+    return sorted({key for (_, key), seen in values.items() if len(seen) > 1})
+
+
+def write_csv(runs: list[dict], varying: list[str], path: Path) -> None:
+    optimizer_settings = sorted({k for r in runs for k in r["settings"] if k.startswith("optimizer.")})
+    settings = optimizer_settings + [k for k in varying if k not in optimizer_settings]
+    summary_keys = {k for r in runs for k in r["summary"]}
+    numbers = [k for k in SUMMARY_ORDER if k in summary_keys] + sorted(summary_keys - set(SUMMARY_ORDER))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run_dir", *IDENTITY, "seed", *settings, *numbers])
+        for run in runs:
+            writer.writerow([shown(run["run_dir"]), *run["identity"], run["seed"],
+                             *(run["settings"].get(k, "") for k in settings),
+                             *("" if run["summary"].get(k) is None else run["summary"][k] for k in numbers)])
+
+
+def mean_and_std(values: list[float], show) -> str:
+    """"mean ± sample std" for two or more values, the value alone for one; "—" for none."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return show(values[0])
+    return f"{show(statistics.mean(values))} ± {show(statistics.stdev(values))}"
+
+
+def sort_key(group: tuple) -> tuple:
+    return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in group)
+
+
+def write_table(runs: list[dict], varying: list[str], path: Path, sources: list[str]) -> None:
+    groups = defaultdict(list)
+    for run in runs:
+        groups[run["identity"] + tuple(run["settings"].get(k) for k in varying)].append(run)
+    metrics = [m for m in TABLE_METRICS if any(r["summary"].get(m[0]) is not None for r in runs)]
+    header = [*IDENTITY, *varying, *(title for _, title, _ in metrics), "seeds"]
+    lines = [
+        f"<!-- Generated by scripts/collect_results.py from {len(runs)} finished runs under "
+        f"{', '.join(sources)}. Do not edit; run the script again. -->",
+        "",
+        "Mean ± sample standard deviation (n − 1) over seeds; a row of a single seed shows its value alone.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for key in sorted(groups, key=sort_key):
+        members = groups[key]
+        seeds = [r["seed"] for r in members]
+        if len(set(seeds)) < len(seeds):
+            print(f"warning: {key} holds the same seed more than once ({seeds}); each run counts",
+                  file=sys.stderr)
+        cells = ["" if v is None else str(v) for v in key]
+        for name, _, show in metrics:
+            values = [r["summary"][name] for r in members if r["summary"].get(name) is not None]
+            finite = [v for v in values if math.isfinite(v)]
+            partial = 0 < len(finite) < len(members)
+            cells.append(mean_and_std(finite, show) + (f" ({len(finite)} runs)" if partial else ""))
+        cells.append(str(len(members)))
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders above them")
+    parser.add_argument("--out", type=Path, default=Path("results/image_classification"))
+    args = parser.parse_args(argv)
+    runs = [run for run in map(load_run, find_runs(args.paths)) if run is not None]
+    if not runs:
+        raise SystemExit(f"error: no finished runs (summary.json with status 'finished') under "
+                         f"{', '.join(map(str, args.paths))}.")
+    varying = varying_settings(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(runs, varying, args.out / "runs.csv")
+    write_table(runs, varying, args.out / "table.md", [str(p) for p in args.paths])
+    print(f"{len(runs)} runs -> {args.out / 'runs.csv'}, {args.out / 'table.md'}"
+          + (f" (also grouped by {', '.join(varying)})" if varying else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Shared by the engine and image-runner tests: the real configs composed in-process, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[2]
+RUNNER = "experiments.image_classification"
+TIMING_KEYS = {"step_time_s", "wall_time_s"}  # the only values allowed to differ between equal runs
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """configs/image_classification.yaml with experiment=smoke (synthetic data, small CNN, CPU) and `overrides`."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("image_classification", overrides=["experiment=smoke", *overrides])
+
+
+def run_cli(*args: str, timeout: float = 120, extra_env: dict[str, str] | None = None,
+            launcher: tuple[str, ...] = (sys.executable, "-m")) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true", **(extra_env or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([*launcher, RUNNER, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", RUNNER, *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def metrics_lines(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def without_timings(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Bitwise equal model and optimizer state in two checkpoints (every tensor, number and flag)."""
+    first = torch.load(a, weights_only=True)
+    second = torch.load(b, weights_only=True)
+    for part in ("model", "optimizer", "scheduler", "progress"):
+        _assert_equal(first[part], second[part], part)
+
+
+def _assert_equal(x: Any, y: Any, where: str) -> None:
+    if isinstance(x, torch.Tensor):
+        assert isinstance(y, torch.Tensor) and torch.equal(x, y), f"tensors differ at {where}"
+    elif isinstance(x, dict):
+        assert isinstance(y, dict) and x.keys() == y.keys(), f"keys differ at {where}"
+        for k in x:
+            _assert_equal(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, (list, tuple)):
+        assert isinstance(y, (list, tuple)) and len(x) == len(y), f"lengths differ at {where}"
+        for i, (u, v) in enumerate(zip(x, y)):
+            _assert_equal(u, v, f"{where}[{i}]")
+    else:
+        assert x == y, f"{where}: {x!r} != {y!r}"

@@ -116,6 +116,7 @@ def test_the_cli_trains_in_the_folder_the_config_names_and_a_second_call_does_no
     ("cifar10_resnet18", "cifar10", "resnet18"), ("cifar10_resnet34", "cifar10", "resnet34"),
     ("cifar100_resnet18", "cifar100", "resnet18"), ("cifar100_resnet34", "cifar100", "resnet34"),
     ("imagenet_efficientnet_b0", "imagenet", "efficientnet_b0"), ("smoke", "synthetic", "small_cnn"),
+    ("synthetic", "synthetic", "small_cnn"),
 ])
 def test_each_paper_experiment_composes_with_any_optimizer(experiment, dataset, model):
     cfg = compose_config(f"experiment={experiment}", "optimizer=sam_adam_cg")

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow bench reproduce clean
+.PHONY: setup test test-slow bench bench-training reproduce synthetic-sweep clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,15 @@ bench: $(STAMP)  ## optimizer step time and state size against torch.optim.Adam
 
 reproduce: $(STAMP)  ## the embedded main job: every toy experiment -> results/toy/ (JSON, Figures 1-5, README.md)
 	$(PY) -m experiments.toy
+
+bench-training: $(STAMP)  ## a whole ResNet-18 training step with adam_cm against adam
+	$(PY) scripts/bench_training.py
+
+synthetic-sweep: $(STAMP)  ## the runner end to end: 5 optimizers x 3 seeds on synthetic data -> results/
+	rm -rf runs/synthetic
+	$(PY) -m experiments.image_classification -m experiment=synthetic \
+		optimizer=adam,adam_cg,adam_cm,sam_adam,sam_adam_cm seed=0,1,2
+	$(PY) scripts/collect_results.py runs/synthetic --out results/image_classification_synthetic
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -52,16 +52,17 @@ def _tensors(tree) -> list[torch.Tensor]:
     return [t for item in items for t in _tensors(item)]
 
 
-# float32 rounding (DDP averages as a/2 + b/2), amplified by Adam where the second moment is near zero,
-# leaves ~1e-4; the weights move by ~1e-1 in these steps, and a global-batch perturbation lands ~1e-1 away.
-ATOL = 5e-4
+# float32 rounding (DDP averages as a/2 + b/2), amplified by Adam where the second moment is near zero:
+# measured 4e-7 for adam, 8e-6 for adam_cm (its buffer mean enters the second moment too) and 9e-5 for
+# sam_adam_cm, while the weights move by ~1e-1 and a global-batch SAM perturbation lands ~1e-1 away.
+ADAM_CM_ATOL, SAM_ATOL = 5e-5, 5e-4
 
 
-def assert_close_weights(model_state: dict, reference: nn.Module, initial: dict) -> None:
+def assert_close_weights(model_state: dict, reference: nn.Module, initial: dict, atol: float) -> None:
     moved = max(float((value - initial[name]).abs().max()) for name, value in reference.state_dict().items())
-    assert moved > 50 * ATOL  # so the tolerance cannot hide a wrong computation
+    assert moved > 50 * atol  # so the tolerance cannot hide a wrong computation
     for name, value in reference.state_dict().items():
-        torch.testing.assert_close(model_state[name], value, rtol=0, atol=ATOL)
+        torch.testing.assert_close(model_state[name], value, rtol=0, atol=atol)
 
 
 def initial_model(cfg):
@@ -76,7 +77,7 @@ def test_adam_cm_on_two_processes_matches_one_process_on_the_global_batch(tmp_pa
     cfg = compose_config("optimizer=adam_cm", *OVERRIDES)
     initial = {k: v.clone() for k, v in initial_model(cfg)[0].state_dict().items()}
     single = run(cfg, tmp_path / "single")
-    assert_close_weights(states[0]["model"], single.model, initial)
+    assert_close_weights(states[0]["model"], single.model, initial, ADAM_CM_ATOL)
 
 
 def test_sam_adam_cm_on_two_processes_matches_per_process_perturbations(tmp_path):
@@ -115,4 +116,4 @@ def test_sam_adam_cm_on_two_processes_matches_per_process_perturbations(tmp_path
             p.grad = (g0 + g1) / 2  # DDP averages the second-pass gradients
         base.step()
 
-    assert_close_weights(states[0]["model"], model, initial)
+    assert_close_weights(states[0]["model"], model, initial, SAM_ATOL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ class Placement:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0  # the process's index on its own machine
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +38,7 @@ def setup(device: str | None = None) -> Placement:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    placement = Placement(torch.device(device), rank, world_size)
+    placement = Placement(torch.device(device), rank, world_size, local_rank)
     if placement.device.type == "cuda":
         torch.cuda.set_device(placement.device)
     if placement.distributed and not dist.is_initialized():
@@ -52,6 +54,23 @@ def _export_submitit_ranks() -> None:
     if JobEnvironment().num_tasks > 1:
         # Keep every GPU visible: the device is chosen as cuda:LOCAL_RANK below.
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+@contextlib.contextmanager
+def local_main_first(placement: Placement):
+    """The first process of each machine runs the block first (e.g. downloads a dataset), the others after it.
+
+    The first process reaches the barrier even when its block fails, so the others run the block too and
+    fail with the same message instead of waiting forever.
+    """
+    first = placement.local_rank == 0
+    if placement.distributed and not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if placement.distributed and first:
+            dist.barrier()
 
 
 def teardown() -> None:

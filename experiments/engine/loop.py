@@ -72,7 +72,8 @@ def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: st
     try:
         _make_deterministic(placement.device)
         checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
-        task = build_task(cfg)
+        with distributed.local_main_first(placement):  # one download per machine, not one per process
+            task = build_task(cfg)
         return Trainer(cfg, task, placement, Path(run_dir)).fit()
     finally:
         distributed.teardown()

@@ -117,3 +117,17 @@ def test_sam_adam_cm_on_two_processes_matches_per_process_perturbations(tmp_path
         base.step()
 
     assert_close_weights(states[0]["model"], model, initial, SAM_ATOL)
+
+
+def test_a_missing_dataset_stops_every_process_with_the_message_instead_of_hanging(tmp_path):
+    # The first process builds the data first and the other waits at a barrier. The first must release it
+    # even when its build fails: otherwise the other never gets to say what is wrong (torchrun kills it;
+    # without torchrun, e.g. under srun, it would wait at the barrier until the job's time limit).
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+         "experiments.image_classification", "dataset=cifar10", "model=small_cnn", "logger=none",
+         "trainer.device=cpu", f"data_dir={tmp_path / 'empty'}",
+         f"runs_dir={tmp_path / 'runs'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count("cifar-10-batches-py") >= 2, done.stderr[-3000:]  # both processes say where

@@ -37,7 +37,12 @@ def setup(device: str | None = None) -> Placement:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"  # one GPU per process
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={device!r}, but this machine has no usable CUDA GPU. "
+                         "Use trainer.device=cpu, or trainer.device=null to pick CUDA only when present.")
     placement = Placement(torch.device(device), rank, world_size, local_rank)
     if placement.device.type == "cuda":
         torch.cuda.set_device(placement.device)

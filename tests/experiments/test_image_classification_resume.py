@@ -6,6 +6,7 @@ so are metrics.jsonl and summary.json apart from timings.
 
 from __future__ import annotations
 
+import random
 import signal
 import time
 from pathlib import Path
@@ -30,11 +31,13 @@ def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: floa
     assert not saved["progress"]["finished"], "killed too late: the run had finished (make it longer)"
 
 
-def check_resume_matches_uninterrupted(tmp_path: Path, optimizer: str, *overrides: str) -> None:
+def check_resume_matches_uninterrupted(tmp_path: Path, optimizer: str, *overrides: str,
+                                       setting: tuple[str, ...] = ("experiment=smoke",),
+                                       folder: Path | None = None) -> None:
     def args(runs: str) -> list[str]:
-        return ["experiment=smoke", f"runs_dir={tmp_path / runs}", f"optimizer={optimizer}", *overrides]
+        return [*setting, f"runs_dir={tmp_path / runs}", f"optimizer={optimizer}", *overrides]
 
-    folder = Path("smoke") / f"synthetic_small_cnn_{optimizer}_seed0"
+    folder = folder or Path("smoke") / f"synthetic_small_cnn_{optimizer}_seed0"
     kill_after_first_checkpoint(args("killed"), tmp_path / "killed" / folder)
     resumed = run_cli(*args("killed"))
     assert resumed.returncode == 0, resumed.stderr
@@ -61,3 +64,29 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path):
 def test_a_killed_sam_run_with_loader_workers_resumes_bit_for_bit(tmp_path):
     check_resume_matches_uninterrupted(tmp_path, "sam_adam_cm", *LONGER, "trainer.num_workers=2",
                                        "trainer.grad_clip=0.5", "scheduler.warmup_steps=10", "trainer.epochs=2")
+
+
+def write_image_folder(root: Path, classes: int = 2, per_class: int = 24, size: int = 40) -> None:
+    """root/{train,val}/<class>/*.png of random pixels, in the ImageNet layout."""
+    from PIL import Image
+
+    rng = random.Random(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = bytes(rng.randrange(256) for _ in range(size * size * 3))
+                Image.frombytes("RGB", (size, size), pixels).save(folder / f"{i}.png")
+
+
+def test_a_killed_run_on_image_files_with_random_augmentation_resumes_bit_for_bit(tmp_path):
+    # Real PNG files through ImageFolder with RandomResizedCrop and flips: the resumed run must draw the
+    # same crops as the uninterrupted one (the synthetic data above draws no random numbers).
+    write_image_folder(tmp_path / "data" / "imagenet")
+    setting = ("dataset=imagenet", f"data_dir={tmp_path / 'data'}", "dataset.image_size=32", "model=small_cnn",
+               "model.width=8", "logger=none", "trainer.device=cpu", "trainer.num_workers=0",
+               "trainer.batch_size=8", "trainer.epochs=3", "trainer.checkpoint_interval=3",
+               "trainer.log_interval=4", "trainer.eval_interval=6", "trainer.flatness_at_end=false")
+    check_resume_matches_uninterrupted(tmp_path, "adam_cm", setting=setting,
+                                       folder=Path("default") / "imagenet_small_cnn_adam_cm_seed0")

@@ -70,7 +70,7 @@ def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: st
     """Train the Task that `build_task(cfg)` returns, in `run_dir`, resuming from its checkpoint if any."""
     placement = distributed.setup(cfg.trainer.device)
     try:
-        _make_deterministic(placement.device)
+        _make_deterministic(placement.device, cfg.trainer.deterministic_gpu)
         checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
         with distributed.local_main_first(placement):  # one download per machine, not one per process
             task = build_task(cfg)
@@ -421,8 +421,11 @@ def _device_ids(placement: Placement) -> list[int] | None:
     return [placement.device.index] if placement.device.type == "cuda" else None
 
 
-def _make_deterministic(device: torch.device) -> None:
+def _make_deterministic(device: torch.device, on_gpu: bool) -> None:
+    """Deterministic kernels: always on the CPU (bit-for-bit resume); on GPUs only when asked, as they can be slow."""
     if device.type == "cuda":
+        if not on_gpu:
+            return
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)  # ops without a deterministic kernel only warn

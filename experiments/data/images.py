@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import numpy as np
 import torch
 import torchvision
 from torchvision import transforms
+
+from experiments.options import check_options
 
 IMAGE_DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "synthetic")
 
@@ -51,11 +52,7 @@ def build_image_datasets(name: str, root: str = "data", *, download: bool = Fals
     if name not in BUILDERS:
         raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(IMAGE_DATASET_NAMES)}.")
     builder = BUILDERS[name]
-    accepted = [p for p in inspect.signature(builder).parameters if p not in COMMON_ARGUMENTS]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"Dataset {name!r} does not take option(s) {', '.join(unknown)}. It takes: "
-                         f"{', '.join(accepted) or 'no options'} (besides root, download, augment).")
+    check_options("Dataset", name, builder, options, given_apart=COMMON_ARGUMENTS, common=COMMON_ARGUMENTS[1:])
     return builder(name, Path(root), download, augment, **options)
 
 

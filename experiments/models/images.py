@@ -7,13 +7,12 @@ so it suits smoke tests and exact data-parallel comparisons.
 
 from __future__ import annotations
 
-import inspect
-
 import timm
 import torchvision
 from torch import nn
 
 from experiments.models.wide_resnet import WideResNet
+from experiments.options import check_options
 
 IMAGE_MODEL_NAMES = ("resnet18", "resnet34", "wrn28_10", "efficientnet_b0", "resnet50", "small_cnn")
 
@@ -26,11 +25,7 @@ def build_image_model(name: str, num_classes: int, **options) -> nn.Module:
     if name not in BUILDERS:
         raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(IMAGE_MODEL_NAMES)}.")
     builder = BUILDERS[name]
-    accepted = [p for p in inspect.signature(builder).parameters if p not in ("name", "num_classes")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"Model {name!r} does not take option(s) {', '.join(unknown)}. "
-                         f"It takes: {', '.join(accepted) or 'no options'}.")
+    check_options("Model", name, builder, options, given_apart=("name", "num_classes"))
     return builder(name, num_classes, **options)
 
 

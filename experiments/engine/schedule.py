@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from experiments.options import check_options
+
 SCHEDULE_NAMES = ("cosine", "step", "constant")
 
 
@@ -34,11 +36,7 @@ def build_scheduler(optimizer: Optimizer, total_steps: int, name: str, **options
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown scheduler {name!r}. Valid names: {', '.join(SCHEDULE_NAMES)} "
                          f"(configs/scheduler/<name>.yaml; choose with scheduler=<name>).")
-    allowed = {"warmup_steps", "min_lr_ratio", "milestones", "gamma"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"Scheduler {name!r} does not take {', '.join(unknown)}. "
-                         f"It takes: {', '.join(sorted(allowed))}.")
+    check_options("Scheduler", name, lr_factor, options, given_apart=("step", "name", "total_steps"))
     if options.get("warmup_steps", 0) < 0:
         raise ValueError(f"scheduler.warmup_steps={options['warmup_steps']} must be >= 0 (0 = no warm-up).")
     return LambdaLR(optimizer, lambda step: lr_factor(step, name=name, total_steps=total_steps, **options))

@@ -111,24 +111,23 @@ def grows(sharpness: list[float], ratios: list[float]) -> bool:
 
 def claim_escape_grows(result: dict[str, Any] | None) -> Claim:
     claim = Claim("The escape ratio grows with sharpness (judged for every optimizer run).")
-    if result is None:
-        claim.verdict = "not tested: the experiment has not been run"
+    if reason := _missing(result, ()):
+        claim.verdict = reason
         return claim
     sharpness = result["settings"]["sharpness"]
     holds = {}
     for lr, rows in _summaries(result).items():
-        failing = []
+        holds[lr] = True
         for optimizer, row in rows.items():
             ratios = row["escape_ratio_by_sharpness"]
-            if not grows(sharpness, ratios):
-                failing.append(optimizer)
+            grew = grows(sharpness, ratios)
+            holds[lr] &= grew
             correlation = rank_correlation(sharpness, ratios)
             claim.evidence.append(
                 f"lr {lr:g}, {optimizer_label(optimizer)}: escape ratio {', '.join(f'{r:.2f}' for r in ratios)} at "
                 f"sharpness {', '.join(f'{s:g}' for s in sharpness)}; rank correlation "
                 f"{'undefined (constant)' if math.isnan(correlation) else f'{correlation:.2f}'}"
-                f" -> {'grows' if optimizer not in failing else 'does NOT grow'}")
-        holds[lr] = not failing
+                f" -> {'grows' if grew else 'does NOT grow'}")
     claim.verdict = verdict_over_learning_rates(holds)
     return claim
 
@@ -136,8 +135,8 @@ def claim_escape_grows(result: dict[str, Any] | None) -> Claim:
 def claim_quadratic(result: dict[str, Any] | None) -> Claim:
     claim = Claim("Critical momenta converge on quadratics over a wide range of condition numbers "
                   "(SGD+CM's best linear rate is below 1 at every condition number).")
-    if result is None:
-        claim.verdict = "not tested: the experiment has not been run"
+    if reason := _missing(result, ()):
+        claim.verdict = reason
         return claim
     kappas = result["condition_numbers"]
     momentum = result["settings"]["fixed_momentum"]

@@ -18,16 +18,13 @@ class AdamCG(CriticalAdam):
                  capacity=10, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
         super().__init__(params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable)
 
-    def _update(self, group, ops, params, grads, states, *, first, held):
+    def _update(self, group, ops, params, grads, states, *, first, plus_mean):
         weight_decay = group["weight_decay"]
-        if first or group["capacity"] == 0:
-            aggregated = grads
-        else:
-            aggregated = self._aggregate(ops, grads, [s["critical_sum"] for s in states], held)
+        aggregated = grads if first or plus_mean is None else plus_mean(grads)  # g̃ = g + mean(B)
         if weight_decay != 0:
             aggregated = ops.add(aggregated, params, alpha=weight_decay)
         steps = self._advance(states, group["capturable"])
         exp_avgs = [s["exp_avg"] for s in states]
         ops.lerp_(exp_avgs, aggregated, 1 - group["betas"][0])
         adam_apply(ops, group, params, exp_avgs, [s["exp_avg_sq"] for s in states], aggregated, steps)
-        return grads
+        return grads  # the candidate: the raw gradient

@@ -27,22 +27,21 @@ class AdamCM(CriticalAdam):
                  capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
         super().__init__(params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable)
 
-    def _update(self, group, ops, params, grads, states, *, first, held):
-        lr, weight_decay, capacity = group["lr"], group["weight_decay"], group["capacity"]
+    def _update(self, group, ops, params, grads, states, *, first, plus_mean):
+        lr, weight_decay = group["lr"], group["weight_decay"]
         if weight_decay != 0:
             ops.mul_(params, 1 - lr * weight_decay)
-        if first and capacity > 0:
+        if first and plus_mean is not None:
             # Released-code quirk: the first step only stores g; d = 0 leaves m, v and p unchanged.
             self._advance(states, group["capturable"])
             return grads
         exp_avgs = [s["exp_avg"] for s in states]
-        ops.lerp_(exp_avgs, grads, 1 - group["betas"][0])
-        if capacity > 0:
-            directions = self._aggregate(ops, exp_avgs, [s["critical_sum"] for s in states], held)
+        ops.lerp_(exp_avgs, grads, 1 - group["betas"][0])  # m <- β1·m + (1-β1)·g
+        if plus_mean is not None:
+            directions = plus_mean(exp_avgs)  # d = m + mean(B)
             squared = directions  # released-code quirk: the second moment tracks d², not g²
         else:
             directions, squared = exp_avgs, grads  # no buffer: exactly AdamW
         steps = self._advance(states, group["capturable"])
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        adam_apply(ops, group, params, directions, exp_avg_sqs, squared, steps)
-        return exp_avgs
+        adam_apply(ops, group, params, directions, [s["exp_avg_sq"] for s in states], squared, steps)
+        return exp_avgs  # the candidate: m

@@ -1,16 +1,9 @@
-"""The critical buffer shared by Adam+CM, Adam+CG and SGD+CM, and the optimizer base class that owns it.
+"""The optimizer base class of Adam+CM, Adam+CG and SGD+CM: validation, lazy state, one critical
+buffer per parameter group (cmopt.buffer), and a state dict that keeps all of it.
 
-Per parameter group the buffer holds up to C entries. An entry has one priority (shared by the
-group) and one stored tensor per parameter tensor. Each step the candidate's priority is the sum of
-the per-tensor gradient norms; it is appended while the buffer has room, else it replaces the
-lowest-priority entry if strictly higher. Then every priority decays by λ. Subclasses read the
-buffer's mean before insertion and hand back the tensors to store (momenta or gradients).
-
-Layout: per tensor, `state[buffer_key]` is one (C, *shape) tensor and `state["critical_sum"]` the
-running sum of its rows; per group, `critical_priorities` (C,), and the counters `critical_steps`
-(insertion attempts, so the number of held entries is min(steps, C)) and `critical_admissions`.
-Tensors without a gradient on a step keep their state, so their rows keep what they held (zeros
-for entries made before the tensor first had a gradient).
+A step, per group: the candidate's priority s = Σ_i ||g_i||; the subclass's `_update` moves the
+parameters, reading mean(B) through `plus_mean` before the insertion, and hands back the tensors to
+store (momenta or gradients); the buffer admits the candidate, stores it and decays its priorities.
 """
 
 from __future__ import annotations
@@ -23,6 +16,7 @@ from torch.optim import Optimizer
 
 from cmopt import _validation as check
 from cmopt._ops import Ops
+from cmopt.buffer import CriticalBuffer, DeviceBuffer, HostBuffer
 
 IMPLEMENTATION_CHOICES = ("foreach", "capturable", "buffer_dtype")
 
@@ -36,16 +30,22 @@ def _priority_dtype(params: Iterable[torch.Tensor]) -> torch.dtype:
 
 
 class CriticalOptimizer(Optimizer):
-    """Base class: validation, lazy state, the critical buffer, and a state_dict that keeps all of it."""
+    """Base class. `critical_buffers[i]` is the buffer of `param_groups[i]`: None until the group's
+    first step with a gradient, and always None with capacity 0 (then the optimizer is its base one)."""
 
-    buffer_key = "critical_momenta"
+    buffer_key = "critical_momenta"  # what the buffer stores, as state dicts of version 0.1.0 named it
 
     def __init__(self, params, defaults: dict[str, Any]):
         check.hyperparameters(type(self).__name__, defaults)
+        self.critical_buffers: list[CriticalBuffer | None] = []
         super().__init__(params, defaults)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "critical_buffers": self.critical_buffers}
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        self.__dict__.setdefault("critical_buffers", [None] * len(self.param_groups))
         for group in self.param_groups:
             group.setdefault("foreach", None)
             group.setdefault("capturable", False)
@@ -54,6 +54,7 @@ class CriticalOptimizer(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         check.hyperparameters(type(self).__name__, param_group)
         super().add_param_group(param_group)
+        self.critical_buffers.append(None)
 
     # ---- what a subclass provides -------------------------------------------------------------
 
@@ -61,11 +62,11 @@ class CriticalOptimizer(Optimizer):
         """Create the subclass's own per-tensor state (moments, momentum buffer)."""
         raise NotImplementedError
 
-    def _update(self, group, ops: Ops, params, grads, states, *, first: bool, held) -> list[torch.Tensor]:
+    def _update(self, group, ops: Ops, params, grads, states, *, first: bool, plus_mean) -> list[torch.Tensor]:
         """Update `params` in place and return the candidates to store in the buffer, one per tensor.
 
-        `first`: these tensors have no state before this step. `held`: the number of entries held
-        before this step's insertion (an int, or a device tensor when capturable).
+        `first`: these tensors have no state before this step. `plus_mean(xs)`: x + mean(B) for each
+        of them, B as held before this step's insertion; None when the group has no buffer (C = 0).
         """
         raise NotImplementedError
 
@@ -77,76 +78,93 @@ class CriticalOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        for index, group in enumerate(self.param_groups):
+            self._step_group(index, group)
         return loss
 
-    def _step_group(self, group: dict) -> None:
-        params, grads, states, fresh = self._collect(group)
+    def _step_group(self, index: int, group: dict) -> None:
+        params, grads, states, positions, fresh = self._collect(group)
         if not params:
             return
-        capacity = group["capacity"]
+        buffer = self._buffer(index, group, params, positions)
         # As torch does: multi-tensor kernels on accelerators; on the CPU the per-tensor loop is faster.
         foreach = group["foreach"] if group["foreach"] is not None else params[0].device.type != "cpu"
-        priority = slot = held = None
-        if capacity > 0:
-            self._init_group_buffer(group)
-            priority = self._priority(grads, group["critical_priorities"], foreach)
-            held = self._held(group)
+        ops = Ops(foreach)
+        priority = decision = None
+        if buffer is not None:
+            priority = buffer.priority(grads, foreach)
+
+        def plus_mean(at):
+            return None if buffer is None else (lambda xs: buffer.add_mean(ops, xs, at))
+
         if not foreach:
             # Tensor by tensor: each tensor's temporaries are small and reused, and its data stays in cache.
-            ops = Ops(foreach=False)
-            if capacity > 0:
-                slot = self._decide(group, priority)
+            if buffer is not None:
+                decision = buffer.admit(priority)
             for i in range(len(params)):
                 one = slice(i, i + 1)
-                candidates = self._update(group, ops, params[one], grads[one], states[one], first=fresh[i], held=held)
-                if capacity > 0:
-                    self._store(group, ops, slot, states[one], candidates)
+                candidates = self._update(group, ops, params[one], grads[one], states[one], first=fresh[i],
+                                          plus_mean=plus_mean(positions[one]))
+                if buffer is not None:
+                    buffer.store(ops, decision, positions[one], candidates)
         else:
-            ops = Ops(foreach=True)
             ordered, candidates = [], []
             for first in (True, False):
                 idx = [i for i, f in enumerate(fresh) if f is first]
                 if idx:
-                    ordered += [states[i] for i in idx]
+                    at = [positions[i] for i in idx]
+                    ordered += at
                     candidates += self._update(
                         group, ops, [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx],
-                        first=first, held=held,
+                        first=first, plus_mean=plus_mean(at),
                     )
-            if capacity > 0:
-                slot = self._decide(group, priority)  # after the updates are queued: a sync here stalls less
-                self._store(group, ops, slot, ordered, candidates)
-        if capacity > 0:
-            self._commit(group, priority, slot)
+            if buffer is not None:
+                decision = buffer.admit(priority)  # after the updates are queued: a host read here stalls less
+                buffer.store(ops, decision, ordered, candidates)
+        if buffer is not None:
+            buffer.commit(priority, decision, group["decay"])
 
     def _collect(self, group: dict):
-        params, grads, states, fresh = [], [], [], []
-        for index, p in enumerate(group["params"]):
+        params, grads, states, positions, fresh = [], [], [], [], []
+        for position, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            check.dense(type(self).__name__, index, p.grad)
+            check.dense(type(self).__name__, position, p.grad)
             state = self.state[p]
             is_new = len(state) == 0
             if is_new:
-                self._init_common_state(group, p, state)
+                state["step"] = self._counter(0, group["capturable"], p)
                 self._init_tensor_state(group, p, state)
             params.append(p)
             grads.append(p.grad)
             states.append(state)
+            positions.append(position)
             fresh.append(is_new)
-        return params, grads, states, fresh
+        return params, grads, states, positions, fresh
 
-    def _init_common_state(self, group: dict, p: torch.Tensor, state: dict) -> None:
-        if group["capturable"]:
-            state["step"] = torch.zeros((), dtype=_step_dtype(p), device=p.device)
-        else:
-            state["step"] = 0
-        capacity = group["capacity"]
-        if capacity > 0:
-            dtype = group["buffer_dtype"] or p.dtype
-            state[self.buffer_key] = torch.zeros((capacity, *p.shape), dtype=dtype, device=p.device)
-            state["critical_sum"] = torch.zeros(p.shape, dtype=dtype, device=p.device)
+    def _buffer(self, index: int, group: dict, params: list, positions: list) -> CriticalBuffer | None:
+        """The group's buffer, made on its first step; every tensor with a gradient gets its rows."""
+        if group["capacity"] == 0:
+            return None
+        buffer = self.critical_buffers[index]
+        if buffer is None:
+            buffer = self.critical_buffers[index] = self._new_buffer(group)
+        for position, p in zip(positions, params):
+            buffer.track(position, p)
+        return buffer
+
+    @staticmethod
+    def _new_buffer(group: dict) -> CriticalBuffer:
+        kind = DeviceBuffer if group["capturable"] else HostBuffer
+        return kind(group["capacity"], _priority_dtype(group["params"]), group["params"][0].device,
+                    group["buffer_dtype"])
+
+    @staticmethod
+    def _counter(value, capturable: bool, param: torch.Tensor):
+        """A tensor's step count as the path needs it: a device tensor when capturable, else a Python int."""
+        if capturable:
+            return torch.as_tensor(value, dtype=_step_dtype(param)).to(param.device).clone()
+        return int(value.item()) if isinstance(value, torch.Tensor) else int(value)
 
     @staticmethod
     def _advance(states: list[dict], capturable: bool) -> list:
@@ -159,112 +177,12 @@ class CriticalOptimizer(Optimizer):
             s["step"] += 1
         return [s["step"] for s in states]
 
-    # ---- the buffer -------------------------------------------------------------------------------
-
-    def _init_group_buffer(self, group: dict) -> None:
-        if "critical_priorities" in group:
-            return
-        device = group["params"][0].device
-        group["critical_priorities"] = torch.zeros(
-            group["capacity"], dtype=_priority_dtype(group["params"]), device=device
-        )
-        if group["capturable"]:
-            group["critical_steps"] = torch.zeros((), dtype=torch.int64, device=device)
-            group["critical_admissions"] = torch.zeros((), dtype=torch.int64, device=device)
-        else:
-            group["critical_steps"] = 0
-            group["critical_admissions"] = 0
-
-    @staticmethod
-    def _priority(grads: list[torch.Tensor], priorities: torch.Tensor, foreach: bool) -> torch.Tensor:
-        """s = sum over tensors of ||g_i||_2 (the released code's "synced" priority)."""
-        norms = Ops(foreach).norms(grads)
-        norms = [n.to(device=priorities.device, dtype=priorities.dtype) for n in norms]
-        return norms[0] if len(norms) == 1 else torch.stack(norms).sum()
-
-    @staticmethod
-    def _held(group: dict):
-        """Entries held before this step's insertion, min(attempts so far, C), at least 1 as a divisor."""
-        if group["capturable"]:
-            return group["critical_steps"].clamp(min=1, max=group["capacity"])
-        return max(1, min(group["critical_steps"], group["capacity"]))
-
-    @staticmethod
-    def _aggregate(ops: Ops, xs: list[torch.Tensor], sums: list[torch.Tensor], held) -> list[torch.Tensor]:
-        """x + mean(B) for each tensor, with mean(B) = running sum / entries held (read before insertion)."""
-        if isinstance(held, torch.Tensor):  # capturable: the divisor lives on the device
-            return ops.add(xs, [total.to(x.dtype) / held for total, x in zip(sums, xs)])
-        return ops.add(xs, sums, alpha=1.0 / held)
-
-    @staticmethod
-    def _decide(group: dict, priority: torch.Tensor):
-        """Where this step's candidate goes.
-
-        Default path: the entry index, or None if rejected; while the buffer has room the answer is
-        known on the host, else one host read. Capturable: (index, admitted) as device tensors.
-        """
-        capacity, steps, priorities = group["capacity"], group["critical_steps"], group["critical_priorities"]
-        if group["capturable"]:
-            full = steps >= capacity
-            admitted = torch.logical_or(~full, priority > priorities.min())
-            return torch.where(full, torch.argmin(priorities), steps.clamp(max=capacity - 1)), admitted
-        if steps < capacity:
-            return steps
-        slot = int(torch.where(priority > priorities.min(), torch.argmin(priorities), -1))  # the one host read
-        return slot if slot >= 0 else None
-
-    def _store(self, group: dict, ops: Ops, slot, states: list[dict], candidates: list[torch.Tensor]) -> None:
-        """Write the candidates into the chosen entry and keep each running sum equal to its entries' sum.
-
-        A sum kept in a narrower dtype than the candidates (e.g. bfloat16) is recomputed from the
-        entries on each write: updated in place it would drift by a rounding error every step.
-        """
-        rows = [s[self.buffer_key] for s in states]
-        sums = [s["critical_sum"] for s in states]
-        if group["capturable"]:
-            index, admitted = slot
-            for row, total, candidate in zip(rows, sums, candidates):
-                at, keep = index.to(row.device).view(1), admitted.to(row.device)
-                old = row.index_select(0, at)[0]  # zeros while the buffer is filling
-                row.index_copy_(0, at, torch.where(keep, candidate.to(row.dtype), old).unsqueeze(0))
-                if _narrower(row, candidate):
-                    total.copy_(torch.where(keep, _sum_of_entries(row, candidate.dtype), total))
-                else:
-                    total.copy_(torch.where(keep, (total - old) + candidate, total))
-            return
-        if slot is None:
-            return
-        entries = [r[slot] for r in rows]
-        narrow = [_narrower(r, c) for r, c in zip(rows, candidates)]
-        wide = [i for i, n in enumerate(narrow) if not n]
-        if wide:
-            wide_sums, wide_entries, wide_candidates = ([xs[i] for i in wide] for xs in (sums, entries, candidates))
-            if group["critical_steps"] >= group["capacity"]:  # replacing: take the evicted entry out of the sum
-                ops.sub_(wide_sums, wide_entries)
-            ops.add_(wide_sums, wide_candidates)
-        ops.copy_(entries, candidates)
-        for row, total, candidate, n in zip(rows, sums, candidates, narrow):
-            if n:
-                total.copy_(_sum_of_entries(row, candidate.dtype))
-
-    @staticmethod
-    def _commit(group: dict, priority: torch.Tensor, slot) -> None:
-        """Record the candidate's priority and the counters, then decay every priority by λ."""
-        priorities = group["critical_priorities"]
-        if group["capturable"]:
-            index, admitted = slot
-            chosen = torch.logical_and(torch.arange(len(priorities), device=priorities.device) == index, admitted)
-            priorities.copy_(torch.where(chosen, priority, priorities))
-            group["critical_admissions"].add_(admitted.to(torch.int64))
-            group["critical_steps"].add_(1)
-        else:
-            if slot is not None:
-                priorities[slot] = priority
-                group["critical_admissions"] += 1
-            group["critical_steps"] += 1
-        priorities.mul_(group["decay"])
-
     # ---- persistence ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        saved = super().state_dict()
+        saved["critical_buffers"] = [None if b is None else b.state_dict() for b in self.critical_buffers]
+        return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -280,48 +198,38 @@ class CriticalOptimizer(Optimizer):
                     f"but this optimizer has capacity={group['capacity']}. Build the optimizer with "
                     f"capacity={saved['capacity']} to resume this state."
                 )
+        state_dict = _from_version_0_1_0(state_dict, self.buffer_key)
         # How to compute (not what): these follow this optimizer, so a state saved on one setup resumes on another.
         own = [{k: g[k] for k in IMPLEMENTATION_CHOICES} for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        for group, choices in zip(self.param_groups, own):
+        super().load_state_dict({"state": state_dict["state"], "param_groups": state_dict["param_groups"]})
+        self.critical_buffers = []
+        for group, choices, saved in zip(self.param_groups, own, state_dict["critical_buffers"], strict=True):
             group.update(choices)
-            self._place_loaded_state(group)
-
-    def _place_loaded_state(self, group: dict) -> None:
-        """Put loaded state where this optimizer keeps it: device, buffer dtype, and counter types."""
-        capturable = group["capturable"]
-        for p in group["params"]:
-            state = self.state.get(p)
-            if not state:
-                continue
-            if group["capacity"] > 0:
-                dtype = group["buffer_dtype"] or p.dtype
-                for key in (self.buffer_key, "critical_sum"):
-                    state[key] = state[key].to(device=p.device, dtype=dtype)
-            state["step"] = _counter(state["step"], capturable, _step_dtype(p), p.device)
-        if "critical_priorities" in group:
-            device = group["params"][0].device
-            group["critical_priorities"] = group["critical_priorities"].to(
-                device=device, dtype=_priority_dtype(group["params"])
-            )
-            for key in ("critical_steps", "critical_admissions"):
-                group[key] = _counter(group[key], capturable, torch.int64, device)
+            for p in group["params"]:
+                if p in self.state:
+                    self.state[p]["step"] = self._counter(self.state[p]["step"], group["capturable"], p)
+            buffer = None
+            if saved is not None and group["capacity"] > 0:
+                buffer = self._new_buffer(group)
+                buffer.load_state_dict(saved, group["params"])
+            self.critical_buffers.append(buffer)
 
 
-def _narrower(row: torch.Tensor, candidate: torch.Tensor) -> bool:
-    return torch.finfo(row.dtype).eps > torch.finfo(candidate.dtype).eps
-
-
-def _sum_of_entries(row: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Σ over entries, accumulated in `dtype` (row by row: much faster on the CPU than a reduction)."""
-    total = row[0].to(dtype, copy=True)
-    for entry in row[1:]:
-        total.add_(entry)
-    return total
-
-
-def _counter(value, capturable: bool, dtype: torch.dtype, device: torch.device):
-    """A step counter as the path needs it: a device tensor when capturable, else a Python int."""
-    if capturable:
-        return torch.as_tensor(value, dtype=dtype, device=device).clone()
-    return int(value.item()) if isinstance(value, torch.Tensor) else int(value)
+def _from_version_0_1_0(state_dict: dict[str, Any], buffer_key: str) -> dict[str, Any]:
+    """A state dict of cmopt 0.1.0 (priorities and counters in the param groups, entries and running
+    sums in the per-tensor state) in today's layout; a current one is returned as it is."""
+    if "critical_buffers" in state_dict:
+        return state_dict
+    state, groups, buffers = dict(state_dict["state"]), [], []
+    for saved in state_dict["param_groups"]:
+        group = dict(saved)
+        fields = {k: group.pop(f"critical_{k}") for k in ("priorities", "steps", "admissions") if f"critical_{k}" in group}
+        rows, sums = {}, {}
+        for position, index in enumerate(group["params"]):
+            if buffer_key in state.get(index, {}):
+                tensor_state = dict(state[index])
+                rows[position], sums[position] = tensor_state.pop(buffer_key), tensor_state.pop("critical_sum")
+                state[index] = tensor_state
+        buffers.append({**fields, "rows": rows, "sums": sums} if fields else None)
+        groups.append(group)
+    return {"state": state, "param_groups": groups, "critical_buffers": buffers}

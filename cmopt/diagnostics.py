@@ -20,6 +20,7 @@ def optimizer_state_bytes(optimizer: Optimizer) -> int:
     for opt in _optimizers(optimizer):
         for state in opt.state.values():
             total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+        total += sum(b.nbytes() for b in getattr(opt, "critical_buffers", ()) if b is not None)
     return total
 
 
@@ -30,15 +31,14 @@ def critical_buffer_stats(optimizer: Optimizer) -> dict[str, float]:
     """
     attempts = admissions = held = 0
     priority_sum = 0.0
-    for group in _optimizers(optimizer)[-1].param_groups:  # SAM shares its groups with the base
-        if "critical_priorities" not in group:
+    for buffer in getattr(_optimizers(optimizer)[-1], "critical_buffers", ()):  # SAM: the base's buffers
+        if buffer is None:
             continue
-        steps = int(group["critical_steps"])
-        n_held = min(steps, group["capacity"])
-        attempts += steps
-        admissions += int(group["critical_admissions"])
-        held += n_held
-        priority_sum += float(group["critical_priorities"][:n_held].sum())
+        held_priorities = buffer.held_priorities()
+        attempts += int(buffer.steps)
+        admissions += int(buffer.admissions)
+        held += len(held_priorities)
+        priority_sum += float(held_priorities.sum())
     if attempts == 0:
         return {}
     return {

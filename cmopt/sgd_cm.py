@@ -26,7 +26,7 @@ class SGDCM(CriticalOptimizer):
     def _init_tensor_state(self, group, param, state):
         pass  # the momentum buffer starts as a copy of the first gradient, as in torch.optim.SGD
 
-    def _update(self, group, ops, params, grads, states, *, first, held):
+    def _update(self, group, ops, params, grads, states, *, first, plus_mean):
         momentum, weight_decay = group["momentum"], group["weight_decay"]
         if weight_decay != 0:
             grads = ops.add(grads, params, alpha=weight_decay)
@@ -40,10 +40,7 @@ class SGDCM(CriticalOptimizer):
             buffers = [s["momentum_buffer"] for s in states]
             ops.mul_(buffers, momentum)
             ops.add_(buffers, grads, alpha=1 - group["dampening"])
-        if first or group["capacity"] == 0:
-            directions = buffers
-        else:
-            directions = self._aggregate(ops, buffers, [s["critical_sum"] for s in states], held)
+        directions = buffers if first or plus_mean is None else plus_mean(buffers)  # d = buf + mean(B)
         self._advance(states, group["capturable"])
         ops.add_(params, directions, alpha=-group["lr"])
-        return buffers
+        return buffers  # the candidate: the momentum buffer

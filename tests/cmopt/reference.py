@@ -17,31 +17,17 @@ class Entry:
         self.stored = stored  # tensor index -> stored tensor; a missing index reads as zeros
 
 
-class ReferenceGroup:
-    def __init__(self, kind: str, params: list[torch.Tensor], **hp):
-        self.kind, self.params, self.hp = kind, params, hp
-        self.entries: list[Entry] = []
-        self.state: dict[int, dict] = {}
+class ReferenceBuffer:
+    """The critical buffer of one group: a list of entries, the mean recomputed from them."""
 
-    def step(self, grads: list[torch.Tensor | None]) -> None:
-        active = [i for i, g in enumerate(grads) if g is not None]
-        if not active:
+    def __init__(self, capacity: int, decay: float):
+        self.capacity, self.decay = capacity, decay
+        self.entries: list[Entry] = []
+
+    def insert(self, s: float, candidates: dict[int, torch.Tensor]) -> None:
+        if self.capacity == 0:
             return
-        capacity, decay = self.hp["capacity"], self.hp["decay"]
-        s = 0.0
-        for i in active:
-            s += math.sqrt(float((grads[i] ** 2).sum()))
-        candidates = {}
-        for i in active:
-            first = i not in self.state
-            if first:
-                self.state[i] = {}
-            mean = self._mean(i)
-            step = {"adam_cm": self._adam_cm, "adam_cg": self._adam_cg, "sgd_cm": self._sgd_cm}[self.kind]
-            candidates[i] = step(i, grads[i], mean, first).clone()
-        if capacity == 0:
-            return
-        if len(self.entries) < capacity:
+        if len(self.entries) < self.capacity:
             self.entries.append(Entry(s, candidates))
         else:
             lowest = min(range(len(self.entries)), key=lambda j: (self.entries[j].priority, j))
@@ -49,16 +35,46 @@ class ReferenceGroup:
                 self.entries[lowest].priority = s
                 self.entries[lowest].stored.update(candidates)  # tensors without a gradient keep theirs
         for entry in self.entries:
-            entry.priority *= decay
+            entry.priority *= self.decay
+
+    def mean(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        zeros = torch.zeros_like(like)
+        if not self.entries:
+            return zeros
+        return sum((e.stored.get(i, zeros) for e in self.entries), zeros) / len(self.entries)
 
     def priorities(self) -> list[float]:
         return [e.priority for e in self.entries]
 
-    def _mean(self, i: int) -> torch.Tensor:
-        zeros = torch.zeros_like(self.params[i])
-        if not self.entries:
-            return zeros
-        return sum((e.stored.get(i, zeros) for e in self.entries), zeros) / len(self.entries)
+
+def priority(grads: list[torch.Tensor]) -> float:
+    """s = Σ_i ||g_i||_2 over the tensors that have a gradient."""
+    return sum(math.sqrt(float((g.double() ** 2).sum())) for g in grads)
+
+
+class ReferenceGroup:
+    def __init__(self, kind: str, params: list[torch.Tensor], **hp):
+        self.kind, self.params, self.hp = kind, params, hp
+        self.buffer = ReferenceBuffer(hp["capacity"], hp["decay"])
+        self.state: dict[int, dict] = {}
+
+    def step(self, grads: list[torch.Tensor | None]) -> None:
+        active = [i for i, g in enumerate(grads) if g is not None]
+        if not active:
+            return
+        s = priority([grads[i] for i in active])
+        candidates = {}
+        for i in active:
+            first = i not in self.state
+            if first:
+                self.state[i] = {}
+            mean = self.buffer.mean(i, self.params[i])
+            step = {"adam_cm": self._adam_cm, "adam_cg": self._adam_cg, "sgd_cm": self._sgd_cm}[self.kind]
+            candidates[i] = step(i, grads[i], mean, first).clone()
+        self.buffer.insert(s, candidates)
+
+    def priorities(self) -> list[float]:
+        return self.buffer.priorities()
 
     def _adam_update(self, i, st, direction, squared):
         lr, eps = self.hp["lr"], self.hp["eps"]

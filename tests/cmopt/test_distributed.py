@@ -90,11 +90,17 @@ def _cpu_clone(x):
 def _snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
     """Parameters, group buffer fields and per-tensor state, keyed by parameter name."""
     names = {p: n for n, p in model.named_parameters()}
+    buffers = opt.critical_buffers
     groups = [
-        {k: _cpu_clone(g[k]) for k in ("critical_priorities", "critical_steps", "critical_admissions")}
-        for g in opt.param_groups
+        {"critical_priorities": _cpu_clone(b.priorities), "critical_steps": _cpu_clone(b.steps),
+         "critical_admissions": _cpu_clone(b.admissions)}
+        for b in buffers
     ]
     state = {names[p]: {k: _cpu_clone(v) for k, v in s.items()} for p, s in opt.state.items()}
+    for group, buffer in zip(opt.param_groups, buffers):  # each tensor's entries and running sum beside its state
+        for position, p in enumerate(group["params"]):
+            state[names[p]].update(critical_momenta=_cpu_clone(buffer.rows[position]),
+                                   critical_sum=_cpu_clone(buffer.sums[position]))
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     return dict(params=params, groups=groups, state=state)
 

@@ -69,10 +69,12 @@ def run_against_reference(kind, capacity, decay, weight_decay, foreach, steps=10
         for group, rg in zip(ours, ref):
             for p, q in zip(group, rg.params):
                 torch.testing.assert_close(p.detach(), q, rtol=0, atol=1e-12, msg=f"step {step}")
-    for group, rg in zip(opt.param_groups, ref):
+    for buffer, rg in zip(opt.critical_buffers, ref):
         if capacity > 0:
             held = rg.priorities()
-            torch.testing.assert_close(group["critical_priorities"][: len(held)].tolist(), held, rtol=1e-12, atol=0)
+            torch.testing.assert_close(buffer.priorities[: len(held)].tolist(), held, rtol=1e-12, atol=0)
+        else:
+            assert buffer is None
     return opt
 
 
@@ -84,7 +86,7 @@ def run_against_reference(kind, capacity, decay, weight_decay, foreach, steps=10
 def test_follows_reference_for_100_steps(kind, capacity, decay, weight_decay, foreach):
     opt = run_against_reference(kind, capacity, decay, weight_decay, foreach)
     if capacity > 0:  # every step was an insertion attempt, and the buffer filled
-        assert all(g["critical_steps"] == 100 and g["critical_admissions"] >= capacity for g in opt.param_groups)
+        assert all(b.steps == 100 and b.admissions >= capacity for b in opt.critical_buffers)
 
 
 def test_priority_ties_replace_the_first_lowest_entry():
@@ -133,11 +135,11 @@ def test_foreach_and_per_tensor_paths_agree(kind, buffer_dtype):
     (pa, oa), (pb, ob) = results
     for p, q in zip(pa, pb):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
-    assert oa.param_groups[0]["critical_admissions"] == ob.param_groups[0]["critical_admissions"]
-    for p, q in zip(pa, pb):
-        key = oa.buffer_key
-        assert oa.state[p][key].dtype == (buffer_dtype or torch.float32)
-        torch.testing.assert_close(oa.state[p][key].float(), ob.state[q][key].float(), rtol=1e-2, atol=1e-5)
+    (ba,), (bb,) = oa.critical_buffers, ob.critical_buffers
+    assert ba.admissions == bb.admissions
+    for i in range(len(pa)):
+        assert ba.rows[i].dtype == (buffer_dtype or torch.float32)
+        torch.testing.assert_close(ba.rows[i].float(), bb.rows[i].float(), rtol=1e-2, atol=1e-5)
 
 
 def test_first_adam_cm_step_moves_nothing_and_stores_the_raw_gradient():
@@ -146,9 +148,9 @@ def test_first_adam_cm_step_moves_nothing_and_stores_the_raw_gradient():
     p.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
     opt.step()
     assert p.tolist() == [1.0, -2.0]
-    st = opt.state[p]
-    assert st["critical_momenta"][0].tolist() == [3.0, 4.0] and st["exp_avg"].abs().sum() == 0
-    assert opt.param_groups[0]["critical_priorities"][0].item() == pytest.approx(5.0 * 0.7)
+    (buffer,) = opt.critical_buffers
+    assert buffer.rows[0][0].tolist() == [3.0, 4.0] and opt.state[p]["exp_avg"].abs().sum() == 0
+    assert buffer.priorities[0].item() == pytest.approx(5.0 * 0.7)
 
 
 def test_group_without_any_gradient_is_left_alone():
@@ -157,7 +159,7 @@ def test_group_without_any_gradient_is_left_alone():
     opt = AdamCM([{"params": [a]}, {"params": [b]}], lr=0.1)
     a.grad = torch.ones(2)
     opt.step()
-    assert "critical_priorities" not in opt.param_groups[1] and len(opt.state[b]) == 0
+    assert opt.critical_buffers[1] is None and len(opt.state[b]) == 0
     assert list(itertools.chain(b.tolist())) == [1.0, 1.0]
 
 
@@ -171,5 +173,5 @@ def test_bfloat16_running_sum_does_not_drift(capturable):
     for _ in range(300):
         p.grad = torch.randn(2000) * (1 + torch.rand(1)) + 0.3
         opt.step()
-    st = opt.state[p]
-    assert torch.equal(st["critical_sum"], st["critical_momenta"].sum(0, dtype=torch.float32).to(torch.bfloat16))
+    (buffer,) = opt.critical_buffers
+    assert torch.equal(buffer.sums[0], buffer.rows[0].sum(0, dtype=torch.float32).to(torch.bfloat16))

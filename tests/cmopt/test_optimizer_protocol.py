@@ -24,7 +24,7 @@ def test_closure_is_called_with_grad_enabled_and_its_loss_returned(cls):
 
     with torch.no_grad():
         assert opt.step(closure).item() == pytest.approx(5.0)
-    assert opt.param_groups[0]["critical_steps"] == 1
+    assert opt.critical_buffers[0].steps == 1
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -55,6 +55,7 @@ def test_added_group_gets_its_own_buffer_and_hyperparameters(cls):
     for _ in range(4):
         a.grad, b.grad = torch.ones(2), torch.ones(3)
         opt.step()
-    first, second = opt.param_groups
-    assert first["critical_steps"] == 5 and second["critical_steps"] == 4
-    assert len(second["critical_priorities"]) == 2 and opt.state[b]["critical_sum"].shape == (3,)
+    first, second = opt.critical_buffers
+    assert first.steps == 5 and second.steps == 4
+    assert len(second.priorities) == 2 and second.sums[0].shape == (3,)
+    assert "critical_priorities" not in repr(opt) and "tensor" not in repr(opt)  # hyperparameters only

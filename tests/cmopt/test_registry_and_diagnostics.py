@@ -75,7 +75,12 @@ def test_admission_rate_and_mean_priority_on_a_hand_made_sequence():
     assert stats["buffer_attempts"] == 5 and stats["buffer_admissions"] == 3
     assert stats["buffer_admission_rate"] == pytest.approx(0.6)
     assert stats["buffer_mean_priority"] == pytest.approx(2.5)
-    assert sorted(opt.state[p]["critical_momenta"].flatten().tolist()) != [0.0, 0.0]
+    # Adam+CM stores momenta (m stays 0 on the first step, β1 = 0.9): entry 0 was replaced at step 4.
+    m2 = 0.1 * 2.0
+    m4 = 0.9 * (0.9 * m2 + 0.1 * 0.5) + 0.1 * 3.0
+    buffer = opt.critical_buffers[0]
+    assert buffer.rows[0].flatten().tolist() == pytest.approx([m4, m2], rel=1e-6)
+    assert buffer.priorities.tolist() == pytest.approx([3.0, 2.0])
 
 
 def test_sam_reports_its_base_buffer_once():

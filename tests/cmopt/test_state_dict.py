@@ -110,7 +110,8 @@ def test_state_dict_is_plain_tensors_and_numbers():
     assert all(isinstance(leaf, allowed) for leaf in leaves(opt.state_dict()))
     restored = AdamCM(copy_of(model).parameters(), buffer_dtype=torch.bfloat16)
     restored.load_state_dict(save_and_load(opt))
-    assert all(s["critical_momenta"].dtype == torch.bfloat16 for s in restored.state.values())
+    (buffer,) = restored.critical_buffers
+    assert all(rows.dtype == torch.bfloat16 for rows in buffer.rows.values())
 
 
 def test_capturable_state_resumes_in_the_default_path_and_back():
@@ -120,7 +121,7 @@ def test_capturable_state_resumes_in_the_default_path_and_back():
     b = copy_of(a)
     opt_b = AdamCM(b.parameters(), lr=0.01)
     opt_b.load_state_dict(save_and_load(opt_a))
-    assert isinstance(opt_b.param_groups[0]["critical_steps"], int)
+    assert isinstance(opt_b.critical_buffers[0].steps, int)
     train(a, opt_a, range(10, 20))
     train(b, opt_b, range(10, 20))
     for p, q in zip(a.parameters(), b.parameters()):
@@ -150,7 +151,8 @@ def test_sam_state_dict_holds_the_base_optimizer_state():
     train(model, opt, range(3))
     state = opt.state_dict()
     assert state["param_groups"][0]["rho"] == 0.05
-    assert {"exp_avg", "exp_avg_sq", "critical_momenta", "critical_sum"} <= set(state["state"][0])
+    assert {"exp_avg", "exp_avg_sq"} <= set(state["state"][0])
+    assert {"rows", "sums", "priorities"} <= set(state["critical_buffers"][0]) and 0 in state["critical_buffers"][0]["rows"]
 
 
 def test_loaded_state_follows_the_parameters_device():
@@ -161,6 +163,7 @@ def test_loaded_state_follows_the_parameters_device():
     elsewhere = make_model().to("meta")
     moved = AdamCM(elsewhere.parameters())
     moved.load_state_dict(save_and_load(opt))
-    assert moved.param_groups[0]["critical_priorities"].device.type == "meta"
+    assert moved.critical_buffers[0].priorities.device.type == "meta"
+    assert all(rows.device.type == "meta" for rows in moved.critical_buffers[0].rows.values())
     for state in moved.state.values():
         assert all(v.device.type == "meta" for v in state.values() if isinstance(v, torch.Tensor))

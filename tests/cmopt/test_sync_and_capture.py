@@ -84,9 +84,9 @@ def test_capturable_gives_the_default_numbers(cls, buffer_dtype):
     m_capture, o_capture = train(lambda g: cls(g, capturable=True, **kwargs), steps=40)
     for p, q in zip(m_default.parameters(), m_capture.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-    for gd, gc in zip(o_default.param_groups, o_capture.param_groups):
-        assert gd["critical_admissions"] == int(gc["critical_admissions"]) < 40  # some were rejected
-        torch.testing.assert_close(gd["critical_priorities"], gc["critical_priorities"], rtol=1e-12, atol=0)
+    for bd, bc in zip(o_default.critical_buffers, o_capture.critical_buffers):
+        assert bd.admissions == int(bc.admissions) < 40  # some were rejected
+        torch.testing.assert_close(bd.priorities, bc.priorities, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("cls", CLASSES)

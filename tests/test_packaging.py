@@ -49,9 +49,10 @@ def test_every_requirement_is_pinned_once_in_the_constraints_file():
 
 
 def test_cmopt_imports_and_steps_with_every_experiment_package_hidden():
-    """A fresh process in which importing any package of the `experiments` extra fails."""
+    """A fresh process in which importing any package of the `experiments` extra (but numpy) fails."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     hidden = [r.split(";")[0].split(">")[0].split("=")[0].strip() for r in project["optional-dependencies"]["experiments"]]
+    hidden.remove("numpy")  # torch itself imports numpy where it is installed (torch._dynamo does)
     script = f"""
 import importlib.abc, importlib.metadata, sys
 dists = {hidden!r}

@@ -54,15 +54,17 @@ def test_cmopt_imports_and_steps_with_every_experiment_package_hidden():
     hidden = [r.split(";")[0].split(">")[0].split("=")[0].strip() for r in project["optional-dependencies"]["experiments"]]
     hidden.remove("numpy")  # torch itself imports numpy where it is installed (torch._dynamo does)
     script = f"""
-import importlib.abc, importlib.metadata, sys
+import importlib.abc, importlib.machinery, importlib.metadata, sys
 dists = {hidden!r}
 modules = {{m for m, ds in importlib.metadata.packages_distributions().items()
            if any(d.lower() == h.lower() for d in ds for h in dists)}} - {{"torch"}}
 assert modules, "no module of the extra found"
-class Hide(importlib.abc.MetaPathFinder):
+class Hide(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in modules:
-            raise ModuleNotFoundError(f"{{name}} is hidden: cmopt must not need it", name=name)
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"{{spec.name}} is hidden: cmopt must not need it", name=spec.name)
 sys.meta_path.insert(0, Hide())
 import torch, cmopt
 p = torch.nn.Parameter(torch.ones(3))

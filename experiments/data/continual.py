@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +93,15 @@ def build_benchmark(name: str, root: str = "data", *, download: bool = False, se
         raise ValueError(f"benchmark.val_fraction={val_fraction} must be in [0, 1): the fraction of each "
                          "task's training set held out for validation.")
     builder = BUILDERS[name]
-    check_options("Benchmark", name, builder, options, given_apart=COMMON_ARGUMENTS, common=COMMON_ARGUMENTS[1:])
+    check_options("Benchmark", name, builder, options, given_apart=COMMON_ARGUMENTS,
+                  common=COMMON_ARGUMENTS[1:])
     return builder(Path(root), download, seed, val_fraction, **options)
 
 
 # ---- Tasks from labelled datasets --------------------------------------------------------------------
 
 class LabelledImages(Dataset):
-    """Items (transform(image), label) from `load(index)`, which gives a PIL image; `labels` known up front."""
+    """Items (transform(image), label), `load(index)` giving the PIL image; `labels` known up front."""
 
     def __init__(self, load: Callable[[int], Image.Image], labels: Sequence[int], transform: Callable):
         self.load, self.labels, self.transform = load, np.asarray(labels, dtype=np.int64), transform
@@ -135,8 +137,9 @@ def labels_of(dataset: Dataset) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
-def balanced_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) indices: floor(fraction * n_c + 1/2) drawn at random from each class c, both sorted."""
+def balanced_holdout(labels: np.ndarray, fraction: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices: floor(fraction * n_c + 1/2) drawn at random from each class c; sorted."""
     held = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -185,7 +188,8 @@ def five_datasets(root: Path, download: bool, seed: int, val_fraction: float,
     unknown = [d for d in order if d not in FIVE_DATASET_NAMES]
     if unknown or len(set(order)) != len(order) or not order:
         raise ValueError(f"benchmark.order={order} must name distinct datasets among "
-                         f"{', '.join(FIVE_DATASET_NAMES)}" + (f"; unknown: {', '.join(unknown)}." if unknown else "."))
+                         f"{', '.join(FIVE_DATASET_NAMES)}"
+                         + (f"; unknown: {', '.join(unknown)}." if unknown else "."))
     if shuffle_order:
         order = [order[i] for i in np.random.default_rng([seed, 1]).permutation(len(order))]
     splits, missing = {}, []
@@ -257,8 +261,8 @@ def notmnist_splits(root: Path, download: bool) -> tuple[Dataset, Dataset]:
             f"the Hugging Face Hub ({NOTMNIST_HUB}) when online.")
     train, test = balanced_holdout(labels, NOTMNIST_TEST_FRACTION, np.random.default_rng(NOTMNIST_SPLIT_SEED))
     transform = to_tensor("notmnist", 32)
-    return tuple(LabelledImages(lambda i, split=pixels[items]: Image.fromarray(split[i]), labels[items], transform)
-                 for items in (train, test))
+    return tuple(LabelledImages(lambda i, split=pixels[items]: Image.fromarray(split[i]), labels[items],
+                                transform) for items in (train, test))
 
 
 def read_notmnist_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -315,11 +319,10 @@ def as_28x28_gray(image: Image.Image) -> Image.Image:
 
 FIVE_DATASET_LOADERS = {
     "cifar10": cifar10_splits,
-    "mnist": lambda root, download: mnist_like_splits("mnist", torchvision.datasets.MNIST, root, download),
+    "mnist": partial(mnist_like_splits, "mnist", torchvision.datasets.MNIST),
     "svhn": svhn_splits,
     "notmnist": notmnist_splits,
-    "fashion_mnist": lambda root, download: mnist_like_splits("fashion_mnist", torchvision.datasets.FashionMNIST,
-                                                              root, download),
+    "fashion_mnist": partial(mnist_like_splits, "fashion_mnist", torchvision.datasets.FashionMNIST),
 }
 
 
@@ -373,8 +376,8 @@ def read_tiny_imagenet_folder(root: Path) -> tuple[Dataset, Dataset]:
         train_labels += [label] * len(paths)
     annotations = root / "val" / "val_annotations.txt"
     if not annotations.is_file():
-        raise DatasetNotFoundError(f"tiny_imagenet: {annotations} not found (expected val/images/*.JPEG "
-                                   f"and val/val_annotations.txt, one '<file>\\t<wnid>\\t...' line per image).")
+        raise DatasetNotFoundError(f"tiny_imagenet: {annotations} not found (expected val/images/*.JPEG and "
+                                   f"val/val_annotations.txt, one '<file>\\t<wnid>\\t...' line per image).")
     index = {wnid: label for label, wnid in enumerate(wnids)}
     val = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
     unknown = sorted({wnid for _, wnid in val} - set(index))
@@ -398,7 +401,8 @@ def read_tiny_imagenet_parquet(root: Path, download: bool) -> tuple[Dataset, Dat
     transform = to_tensor("tiny_imagenet", 64)
 
     def split(hf) -> LabelledImages:
-        return LabelledImages(lambda i: fit_64(hf[i]["image"].convert("RGB")), renumber[list(hf["label"])], transform)
+        labels = renumber[list(hf["label"])]
+        return LabelledImages(lambda i: fit_64(hf[i]["image"].convert("RGB")), labels, transform)
 
     return split(hub["train"]), split(hub[test_split])
 
@@ -427,9 +431,9 @@ class TemplateImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         label = int(self.labels[index])
-        noise = np.random.default_rng([*self.seed, index]).standard_normal(self.offset.shape, dtype=np.float32)
-        image = self.templates[self.template_of[label]] + self.offset + self.noise_std * torch.from_numpy(noise)
-        return image, label
+        rng = np.random.default_rng([*self.seed, index])
+        noise = torch.from_numpy(rng.standard_normal(self.offset.shape, dtype=np.float32))
+        return self.templates[self.template_of[label]] + self.offset + self.noise_std * noise, label
 
 
 def synthetic_tasks(root: Path, download: bool, seed: int, val_fraction: float, num_tasks: int = 5,
@@ -468,4 +472,6 @@ def synthetic_tasks(root: Path, download: bool, seed: int, val_fraction: float, 
     return Benchmark(tuple(tasks), classes_per_task, (3, image_size, image_size))
 
 
-BUILDERS = {"five_datasets": five_datasets, "tiny_imagenet": tiny_imagenet, "synthetic_tasks": synthetic_tasks}
+BUILDERS = {
+    "five_datasets": five_datasets, "tiny_imagenet": tiny_imagenet, "synthetic_tasks": synthetic_tasks,
+}

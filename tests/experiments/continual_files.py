@@ -20,8 +20,9 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def write_mnist_like(folder: Path, class_name: str, rng: np.random.Generator, train: int = 30, test: int = 10):
-    """torchvision's raw layout <folder>/<MNIST|FashionMNIST>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+def write_mnist_like(folder: Path, class_name: str, rng: np.random.Generator, train: int = 30,
+                     test: int = 10):
+    """torchvision's raw layout <folder>/<MNIST|FashionMNIST>/raw/{train,t10k}-{images,labels}-idx?-ubyte."""
     raw = folder / class_name / "raw"
     raw.mkdir(parents=True)
     written = {}
@@ -41,7 +42,8 @@ def write_cifar10(folder: Path, rng: np.random.Generator, per_batch: int = 6, te
     written, row = {}, 0
     for file_name, count in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", test)]:
         # labels cycle through the classes across the training batches, so every class has 3 items
-        labels = (np.arange(row, row + count) % 10).tolist() if file_name != "test_batch" else list(range(count))
+        is_test = file_name == "test_batch"
+        labels = list(range(count)) if is_test else (np.arange(row, row + count) % 10).tolist()
         row += count
         batch = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8), "labels": labels}
         (folder / file_name).write_bytes(pickle.dumps(batch))
@@ -51,7 +53,7 @@ def write_cifar10(folder: Path, rng: np.random.Generator, per_batch: int = 6, te
 
 
 def write_svhn(folder: Path, rng: np.random.Generator, train: int = 20, test: int = 10):
-    """{train,test}_32x32.mat: X of shape (32, 32, 3, N) uint8, y of shape (N, 1) with digit 0 stored as 10."""
+    """{train,test}_32x32.mat: X (32, 32, 3, N) uint8, y (N, 1) with the digit 0 stored as 10."""
     from scipy.io import savemat
 
     folder.mkdir(parents=True)
@@ -75,7 +77,7 @@ def write_notmnist_folder(folder: Path, rng: np.random.Generator, per_letter: in
             Image.fromarray(pixels).save(folder / letter / f"{letter}{i:03d}.png")
             written[f"{letter}/{letter}{i:03d}.png"] = pixels
     for name in corrupt:
-        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a PNG signature, then nothing usable
+        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a PNG signature, then junk
     return written
 
 
@@ -83,7 +85,8 @@ def write_notmnist_parquet(folder: Path, rng: np.random.Generator, per_letter: i
     """A Hub-style parquet copy: train-/test- files with an image column and a ClassLabel label (A..J)."""
     import datasets
 
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(NOTMNIST_LETTERS))})
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=list(NOTMNIST_LETTERS))})
     folder.mkdir(parents=True)
     written = []
     for split, count in (("train", per_letter), ("test", 2)):
@@ -101,13 +104,13 @@ def tiny_wnids(count: int = 200) -> list[str]:
 
 
 def colour_of(label: int) -> tuple[int, int, int]:
-    """Class k's plain colour: red and green bands of 16 hold k's two base-16 digits, robust to JPEG's error."""
+    """Class k's plain colour: red and green bands of 16 hold k's two base-16 digits (robust to JPEG)."""
     return (16 * (label // 16) + 8, 16 * (label % 16) + 8, 128)
 
 
 def write_tiny_imagenet(root: Path, train_per_class: int = 2, val_per_class: int = 1) -> list[str]:
     """tiny-imagenet-200: wnids.txt (unsorted, as shipped), train/<wnid>/images/*.JPEG, val/images/*.JPEG and
-    val/val_annotations.txt. Class k (by sorted wnid) is painted colour_of(k), so a test can read it off a pixel."""
+    val/val_annotations.txt. Class k (by sorted wnid) is painted colour_of(k): a test reads it off a pixel."""
     wnids = tiny_wnids()
     root.mkdir(parents=True)
     (root / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")

@@ -29,7 +29,8 @@ def skip_checksums(monkeypatch):
     monkeypatch.setattr(cifar, "test_list", [[name, None] for name, _ in cifar.test_list])
     monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": None})
     svhn = torchvision.datasets.SVHN
-    monkeypatch.setattr(svhn, "split_list", {k: [url, file, None] for k, (url, file, _) in svhn.split_list.items()})
+    unchecked = {split: [url, file, None] for split, (url, file, _) in svhn.split_list.items()}
+    monkeypatch.setattr(svhn, "split_list", unchecked)
 
 
 try:
@@ -60,8 +61,8 @@ def test_five_datasets_read_back_as_five_3x32x32_tasks(five_root, monkeypatch, c
         benchmark = build_benchmark("five_datasets", root=str(root), val_fraction=0.5)
     assert benchmark.task_names == list(FIVE_DATASET_NAMES)
     assert (benchmark.num_classes, benchmark.image_shape) == (50, (3, 32, 32))
-    # (train + val, val, test): CIFAR 5x6 / 10, MNIST-likes 30 / 10, SVHN 20 / 10, notMNIST 100 readable of which
-    # 1 in 10 per letter is test; val holds half of each class, rounded half up (3 -> 2, 2 -> 1, 9 -> 5).
+    # (train + val, val, test): CIFAR 5x6 / 10, MNIST-likes 30 / 10, SVHN 20 / 10, notMNIST 100 readable,
+    # 1 in 10 per letter as test; val holds half of each class, rounded half up (3 -> 2, 2 -> 1, 9 -> 5).
     sizes = {"cifar10": (30, 20, 10), "mnist": (30, 20, 10), "svhn": (20, 10, 10), "notmnist": (90, 50, 10),
              "fashion_mnist": (30, 20, 10)}
     for t, task in enumerate(benchmark.tasks):
@@ -97,15 +98,16 @@ def test_svhn_digit_zero_stored_as_10_becomes_label_0(five_root, monkeypatch):
     image, label, task_id = test[0]
     assert (digits[0], label, task_id) == (0, 10, 1)  # task 1: global label = 10 + digit
     assert [test[i][1] for i in range(len(test))] == [10 + d for d in digits]
-    expected = (images[..., 0].transpose(2, 0, 1) / 255 - np.array(SVHN_MEAN)[:, None, None]) / np.array(SVHN_STD)[:, None, None]
+    mean, std = np.array(SVHN_MEAN)[:, None, None], np.array(SVHN_STD)[:, None, None]
+    expected = (images[..., 0].transpose(2, 0, 1) / 255 - mean) / std
     torch.testing.assert_close(image, torch.tensor(expected, dtype=torch.float32), atol=1e-5, rtol=0)
 
 
 def test_notmnist_test_split_is_fixed_and_disjoint_from_train(five_root, monkeypatch):
     root, _ = five_root
     skip_checksums(monkeypatch)
-    first, other_seed = (build_benchmark("five_datasets", root=str(root), order=["notmnist"], seed=seed).tasks[0]
-                         for seed in (0, 1))
+    first, other_seed = (build_benchmark("five_datasets", root=str(root), order=["notmnist"], seed=seed)
+                         .tasks[0] for seed in (0, 1))
     def flat(split):
         return {tuple(split[i][0][0, 2:30, 2:30].flatten().tolist()) for i in range(len(split))}
     assert flat(first.test) == flat(other_seed.test)  # the benchmark seed draws val, never the test split
@@ -119,8 +121,8 @@ def test_order_and_seeded_shuffle(five_root, monkeypatch):
     order = ["fashion_mnist", "mnist"]
     assert build_benchmark("five_datasets", root=str(root), order=order).task_names == order
     given = ["cifar10", "mnist", "notmnist", "fashion_mnist"]  # every loader but SVHN's, which needs scipy
-    drawn = [build_benchmark("five_datasets", root=str(root), order=given, shuffle_order=True, seed=s).task_names
-             for s in (0, 0, 1, 2, 3)]
+    drawn = [build_benchmark("five_datasets", root=str(root), order=given, shuffle_order=True, seed=s)
+             .task_names for s in (0, 0, 1, 2, 3)]
     assert drawn[0] == drawn[1] and all(sorted(d) == sorted(given) for d in drawn)
     assert any(d != given for d in drawn) and len({tuple(d) for d in drawn}) > 1
 
@@ -128,8 +130,8 @@ def test_order_and_seeded_shuffle(five_root, monkeypatch):
 def test_val_split_is_seeded_class_balanced_and_disjoint(five_root, monkeypatch):
     root, _ = five_root
     skip_checksums(monkeypatch)
-    runs = [build_benchmark("five_datasets", root=str(root), order=["mnist"], seed=s, val_fraction=1 / 3).tasks[0]
-            for s in (0, 0, 5)]
+    runs = [build_benchmark("five_datasets", root=str(root), order=["mnist"], seed=s, val_fraction=1 / 3)
+            .tasks[0] for s in (0, 0, 5)]
     train, val = runs[0].train, runs[0].val
     assert np.bincount(val.labels).tolist() == [1] * 10  # 3 training images per class, a third held out
     assert not set(train.indices) & set(val.indices) and len(train) + len(val) == 30
@@ -140,7 +142,8 @@ def test_val_split_is_seeded_class_balanced_and_disjoint(five_root, monkeypatch)
 def test_notmnist_parquet_copy_through_datasets(tmp_path):
     written = write_notmnist_parquet(tmp_path / "notmnist", np.random.default_rng(3))
     task = build_benchmark("five_datasets", root=str(tmp_path), order=["notmnist"], val_fraction=0).tasks[0]
-    assert (len(task.train), len(task.test)) == (110, 10)  # 120 images pooled from both files; 1 in 10 per letter
+    # 120 images pooled from both files; 1 in 10 per letter is test
+    assert (len(task.train), len(task.test)) == (110, 10)
     pixels = {tuple(p.flatten()[:64]): label for p, label in written}
     for split in (task.train, task.test):
         image, label, task_id = split[5]
@@ -199,13 +202,14 @@ def test_tiny_imagenet_folder_splits_into_tasks_of_disjoint_classes(tiny_root):
 def test_tiny_imagenet_classes_per_task(tiny_root):
     benchmark = build_benchmark("tiny_imagenet", root=str(tiny_root), classes_per_task=50, val_fraction=0)
     assert [len(task.classes) for task in benchmark.tasks] == [50] * 4
-    with pytest.raises(ValueError, match=r"classes_per_task=30 must divide TinyImageNet's 200 classes.*\b40\b"):
+    with pytest.raises(ValueError, match=r"classes_per_task=30 must divide TinyImageNet's 200 .*\b40\b"):
         build_benchmark("tiny_imagenet", root=str(tiny_root), classes_per_task=30)
 
 
 def class_of(image: torch.Tensor) -> int:
     """The sorted-wnid class a test image was painted for (colour_of: k's base-16 digits in red and green)."""
-    red, green = ((image[:2, 10, 10] * torch.tensor(TINY_STD[:2]) + torch.tensor(TINY_MEAN[:2])) * 255).tolist()
+    pixel = image[:2, 10, 10] * torch.tensor(TINY_STD[:2]) + torch.tensor(TINY_MEAN[:2])
+    red, green = (pixel * 255).tolist()
     return 16 * int(red // 16) + int(green // 16)
 
 
@@ -254,11 +258,13 @@ def test_synthetic_tasks_are_deterministic_and_relabel_the_same_templates():
     means = [class_means(t) for t in first.tasks]
     for t in range(4):
         contrast, next_contrast = means[t][1] - means[t][0], means[t + 1][1] - means[t + 1][0]
-        assert torch.nn.functional.cosine_similarity(contrast.flatten(), next_contrast.flatten(), dim=0) < -0.9
+        cosine = torch.nn.functional.cosine_similarity(contrast.flatten(), next_contrast.flatten(), dim=0)
+        assert cosine < -0.9
 
 
 def test_unknown_benchmark_option_and_val_fraction_are_refused():
-    with pytest.raises(ValueError, match="Unknown benchmark 'split_mnist'.*" + ", ".join(CONTINUAL_BENCHMARK_NAMES)):
+    names = ", ".join(CONTINUAL_BENCHMARK_NAMES)
+    with pytest.raises(ValueError, match="Unknown benchmark 'split_mnist'.*" + names):
         build_benchmark("split_mnist")
     with pytest.raises(ValueError, match=r"'synthetic_tasks' does not take option\(s\) order.*num_tasks"):
         build_benchmark("synthetic_tasks", order=["a"])
@@ -281,3 +287,47 @@ def test_every_benchmark_config_reaches_its_builder(tmp_path):
         else:
             with pytest.raises(DatasetNotFoundError, match=str(tmp_path)):
                 build_benchmark(**resolved)
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny MLP's steps take milliseconds on one thread; two on a busy machine wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_synthetic_tasks_make_plain_sgd_forget(one_thread):
+    """One online pass per task (batch 10, masked to the task's classes) of plain SGD: each task is learnt,
+    and the earlier ones are forgotten as the next relabels their templates."""
+    from experiments.continual_metrics import continual_metrics
+    from experiments.models.continual import build_continual_model, mask_logits, task_class_mask
+
+    benchmark = build_benchmark("synthetic_tasks", image_size=8)
+    torch.manual_seed(0)
+    model = build_continual_model("mlp", benchmark.num_classes, benchmark.image_shape)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    mask = task_class_mask(benchmark.task_classes, benchmark.num_classes)
+
+    def batches(split, size):
+        for start in range(0, len(split), size):
+            images, labels, task_ids = zip(*(split[i] for i in range(start, min(start + size, len(split)))))
+            yield torch.stack(images), torch.tensor(labels), torch.tensor(task_ids)
+
+    def accuracy(split):
+        with torch.no_grad():
+            return np.mean([(mask_logits(model(x), t, mask).argmax(1) == y).float().mean().item()
+                            for x, y, t in batches(split, len(split))])
+
+    R = []
+    for task in benchmark.tasks:
+        for images, labels, task_ids in batches(task.train, 10):
+            loss = torch.nn.functional.cross_entropy(mask_logits(model(images), task_ids, mask), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        R.append([accuracy(other.test) for other in benchmark.tasks])
+    metrics = continual_metrics(R)
+    assert min(R[i][i] for i in range(5)) > 0.9  # every task learnt in its one pass
+    assert metrics["forgetting"] > 0.2 and metrics["backward_transfer"] < -0.2

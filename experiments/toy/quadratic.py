@@ -31,6 +31,11 @@ LOCAL_POINTS = 5  # per axis of each grid around the best point
 SHRINK = 0.5  # a local grid's spacing after it found nothing better
 SEARCH_TOLERANCE = 1e-7  # stop once the spacing is below this
 MAX_SEARCH_GRIDS = 400
+# Rates are compared at this many decimals: closer ones are ties, won by the first grid point (smallest lr).
+# Below it they differ only by eigenvalue round-off, which changes between machines (BLAS builds), and
+# heavy ball's rate is exactly √momentum over a whole range of lr: breaking those ties by round-off
+# would make the reported lr a property of the machine.
+RATE_DECIMALS = 12
 
 
 def step_matrix(h: np.ndarray, lr: np.ndarray, momentum: np.ndarray, capacity: int) -> np.ndarray:
@@ -78,7 +83,8 @@ def optimal_rate(condition_number: float, capacity: int, momentum: float | None 
 
     def rate(log_lr, gap):
         momenta = np.full_like(gap, momentum) if fixed else (1 - 10.0 ** np.minimum(gap, 0.0)) ** 2
-        return spectral_radius(10.0**log_lr, momenta, capacity, condition_number), momenta
+        rates = spectral_radius(10.0**log_lr, momenta, capacity, condition_number)
+        return np.round(rates, RATE_DECIMALS), momenta
 
     def around(centre, spacing, points):
         return centre + (np.arange(points) - (points - 1) / 2) * spacing

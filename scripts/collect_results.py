@@ -3,10 +3,14 @@
     python scripts/collect_results.py RUN_DIR_OR_PARENT... [--out results/image_classification]
 
 Every `summary.json` below the given folders is one run; its `config.yaml` (next to it) says what ran.
-Writes `<out>/runs.csv` (one row per run) and `<out>/table.md`: runs grouped by dataset x model x optimizer
+Writes `<out>/runs.csv` (one row per run) and `<out>/table.md`: runs grouped by data x model x optimizer
 and by every other setting that differs inside such a group (e.g. optimizer.lr in a sweep), so different
 settings are never averaged together; the seed is what the mean and the sample std (n - 1) run over.
 Runs whose summary status is not "finished" are skipped with a warning.
+
+Every runner's folders work: the "data" column is dataset.name (image classification, language
+modelling) or benchmark.name (online learning). The table shows the metrics the runs have, each with
+one number format for its mean and its std (see TABLE_METRICS).
 """
 
 from __future__ import annotations
@@ -18,22 +22,53 @@ import math
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-IDENTITY = ("dataset", "model", "optimizer")  # the columns every table groups by: dataset.name etc.
+# The columns every table groups by, and the config entries they come from (the first one present).
+IDENTITY = {"data": ("dataset.name", "benchmark.name"), "model": ("model.name",), "optimizer": ("optimizer.name",)}
 # Config entries that do not change what a run computes: where things go, how often it logs, its workers.
 BOOKKEEPING = ("seed", "data_dir", "runs_dir", "run_name", "logger", "hydra",
-               "dataset.root", "dataset.download",
+               "dataset.root", "dataset.download", "benchmark.root", "benchmark.download",
                "trainer.num_workers", "trainer.log_interval", "trainer.checkpoint_interval")
 # Summary numbers in the order the CSV lists them; any others follow alphabetically.
-SUMMARY_ORDER = ("test_acc", "test_loss", "train_loss", "top_hessian_eigenvalue", "buffer_admission_rate",
-                 "optimizer_state_bytes", "steps", "wall_time_s")
-# Table columns: summary key, header, how to show one number.
-TABLE_METRICS = (("test_acc", "test_acc (%)", lambda v: f"{100 * v:.2f}"),
-                 ("test_loss", "test_loss", lambda v: f"{v:.4f}"),
-                 ("top_hessian_eigenvalue", "top_hessian_eigenvalue", lambda v: f"{v:.4g}"))
+SUMMARY_ORDER = ("test_acc", "test_loss",
+                 "best_val_ppl", "test_ppl", "final_val_ppl", "final_test_ppl", "train_ppl",
+                 "average_accuracy", "forgetting", "backward_transfer", "forward_transfer", "learning_accuracy",
+                 "train_loss", "top_hessian_eigenvalue", "buffer_admission_rate", "optimizer_state_bytes", "steps",
+                 "wall_time_s")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A table column: a summary key and the one format of its numbers, mean and std alike."""
+
+    key: str
+    header: str
+    decimals: int
+    scale: float = 1.0  # 100: a fraction shown in %
+
+    def show(self, value: float) -> str:
+        text = f"{self.scale * value:.{self.decimals}f}"
+        return text.lstrip("-") if float(text) == 0 else text  # "0.00", never "-0.00"
+
+
+def percent(key: str) -> Metric:
+    return Metric(key, f"{key} (%)", decimals=2, scale=100.0)
+
+
+# Table columns in order; a column appears when some run has its metric.
+TABLE_METRICS = (
+    percent("test_acc"),  # image classification
+    Metric("test_loss", "test_loss", decimals=4),
+    *(Metric(key, key, decimals=2)  # language modelling: perplexities
+      for key in ("best_val_ppl", "test_ppl", "final_val_ppl", "final_test_ppl", "train_ppl")),
+    *map(percent, ("average_accuracy", "forgetting", "backward_transfer", "forward_transfer",  # online learning
+                   "learning_accuracy")),
+    Metric("top_hessian_eigenvalue", "top_hessian_eigenvalue", decimals=2),
+)
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -79,12 +114,12 @@ def load_run(run_dir: Path) -> dict | None:
         print(f"warning: skipping {run_dir}: no config.yaml next to summary.json", file=sys.stderr)
         return None
     config = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
-    identity_keys = [f"{name}.name" for name in IDENTITY]
+    identity_keys = {key for keys in IDENTITY.values() for key in keys}
     settings = {k: v for k, v in config.items() if k not in identity_keys and not is_bookkeeping(k)}
     return {
         "run_dir": run_dir,
         "seed": config.get("seed"),
-        "identity": tuple(config.get(k) for k in identity_keys),
+        "identity": tuple(next((config[k] for k in keys if k in config), None) for keys in IDENTITY.values()),
         "settings": settings,
         "summary": {k: v for k, v in summary.items()
                     if k != "status" and (v is None or isinstance(v, (int, float)))},
@@ -92,7 +127,7 @@ def load_run(run_dir: Path) -> dict | None:
 
 
 def varying_settings(runs: list[dict]) -> list[str]:
-    """Settings that take more than one value among runs of the same dataset x model x optimizer."""
+    """Settings that take more than one value among runs of the same data x model x optimizer."""
     keys = set().union(*(run["settings"] for run in runs))
     values = defaultdict(set)
     for run in runs:
@@ -115,13 +150,13 @@ def write_csv(runs: list[dict], varying: list[str], path: Path) -> None:
                              *("" if run["summary"].get(k) is None else run["summary"][k] for k in numbers)])
 
 
-def mean_and_std(values: list[float], show) -> str:
+def mean_and_std(values: list[float], metric: Metric) -> str:
     """"mean ± sample std" for two or more values, the value alone for one; "—" for none."""
     if not values:
         return "—"
     if len(values) == 1:
-        return show(values[0])
-    return f"{show(statistics.mean(values))} ± {show(statistics.stdev(values))}"
+        return metric.show(values[0])
+    return f"{metric.show(statistics.mean(values))} ± {metric.show(statistics.stdev(values))}"
 
 
 def sort_key(group: tuple) -> tuple:
@@ -132,13 +167,14 @@ def write_table(runs: list[dict], varying: list[str], path: Path, sources: list[
     groups = defaultdict(list)
     for run in runs:
         groups[run["identity"] + tuple(run["settings"].get(k) for k in varying)].append(run)
-    metrics = [m for m in TABLE_METRICS if any(r["summary"].get(m[0]) is not None for r in runs)]
-    header = [*IDENTITY, *varying, *(title for _, title, _ in metrics), "seeds"]
+    metrics = [m for m in TABLE_METRICS if any(r["summary"].get(m.key) is not None for r in runs)]
+    header = [*IDENTITY, *varying, *(m.header for m in metrics), "seeds"]
     lines = [
         f"<!-- Generated by scripts/collect_results.py from {len(runs)} finished runs under "
         f"{', '.join(sources)}. Do not edit; run the script again. -->",
         "",
-        "Mean ± sample standard deviation (n − 1) over seeds; a row of a single seed shows its value alone.",
+        "Mean ± sample standard deviation (n − 1) over seeds, both in the column's format (accuracies in %); "
+        "a row of a single seed shows its value alone.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -150,11 +186,11 @@ def write_table(runs: list[dict], varying: list[str], path: Path, sources: list[
             print(f"warning: {key} holds the same seed more than once ({seeds}); each run counts",
                   file=sys.stderr)
         cells = ["" if v is None else str(v) for v in key]
-        for name, _, show in metrics:
-            values = [r["summary"][name] for r in members if r["summary"].get(name) is not None]
+        for metric in metrics:
+            values = [r["summary"][metric.key] for r in members if r["summary"].get(metric.key) is not None]
             finite = [v for v in values if math.isfinite(v)]
             partial = 0 < len(finite) < len(members)
-            cells.append(mean_and_std(finite, show) + (f" ({len(finite)} runs)" if partial else ""))
+            cells.append(mean_and_std(finite, metric) + (f" ({len(finite)} runs)" if partial else ""))
         cells.append(str(len(members)))
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")

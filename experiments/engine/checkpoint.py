@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_MODEL_NAME = "best_model.pt"  # the model weights at the best evaluation (Task.select)
 
 
 def save_atomically(obj: Any, path: Path) -> None:

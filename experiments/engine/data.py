@@ -1,5 +1,8 @@
 """Loaders whose order and augmentation depend only on (seed, stage, epoch, item), so a run resumes mid-epoch.
 
+A BatchStream (text cut into contiguous columns) orders its own batches instead: its batches are
+taken in order, this process's columns of each.
+
 Each epoch's order is the permutation DistributedSampler draws from seed + epoch (for every world
 size, including one process), split across processes. Each item's augmentation draws from an RNG
 seeded by (seed, stage, epoch, dataset index), so it is the same whichever worker loads it, whether
@@ -9,13 +12,14 @@ or not the run was resumed, and however many processes share the epoch.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from experiments.engine.distributed import Placement
+from experiments.engine.task import BatchStream
 
 
 class SeededItems(Dataset):
@@ -64,31 +68,45 @@ def epoch_order(size: int, *, seed: int, epoch: int, shuffle: bool, placement: P
     return list(sampler)
 
 
-def train_loader(dataset: Dataset, *, batch_size: int, seed: int, stage: int, epoch: int, skip_batches: int,
-                 shuffle: bool, num_workers: int, collate_fn: Callable | None,
-                 placement: Placement) -> DataLoader:
+def train_loader(dataset: Dataset | BatchStream, *, batch_size: int, seed: int, stage: int, epoch: int,
+                 skip_batches: int, shuffle: bool, num_workers: int, collate_fn: Callable | None,
+                 placement: Placement) -> Iterable:
     """This process's batches of one epoch (batch_size per process, last partial batch dropped),
     starting after the first `skip_batches` of them."""
+    if isinstance(dataset, BatchStream):
+        return dataset.batches(batch_size * placement.world_size, placement.rank, placement.world_size)[skip_batches:]
     order = epoch_order(len(dataset), seed=seed, epoch=epoch, shuffle=shuffle, placement=placement)
     order = order[: len(order) // batch_size * batch_size][skip_batches * batch_size:]
     keys = [(i, item_seed(seed, stage, epoch, i)) for i in order]
     return _loader(SeededItems(dataset), keys, batch_size, num_workers, collate_fn, seed)
 
 
-def eval_loader(dataset: Dataset, *, batch_size: int, num_workers: int, collate_fn: Callable | None,
-                placement: Placement) -> DataLoader:
-    """This process's slice of the split: every item exactly once over all processes, no padding."""
+def eval_loader(dataset: Dataset | BatchStream, *, batch_size: int, num_workers: int,
+                collate_fn: Callable | None, placement: Placement) -> Iterable:
+    """This process's slice of the split: every item exactly once over all processes, no padding.
+
+    `batch_size` is the global one: a BatchStream splits it over the processes, a Dataset's slice is
+    loaded in batches of its share."""
+    if isinstance(dataset, BatchStream):
+        return dataset.batches(batch_size, placement.rank, placement.world_size)
+    batch_size = max(1, batch_size // placement.world_size)
     keys = [(i, item_seed(0, 0, 0, i)) for i in range(placement.rank, len(dataset), placement.world_size)]
     return _loader(SeededItems(dataset), keys, batch_size, num_workers, collate_fn, seed=0)
 
 
-def batches_per_epoch(dataset: Dataset, batch_size: int, placement: Placement) -> int:
+def batches_per_epoch(dataset: Dataset | BatchStream, batch_size: int, placement: Placement) -> int:
+    if isinstance(dataset, BatchStream):
+        return len(dataset.batches(batch_size * placement.world_size, placement.rank, placement.world_size))
     per_process = -(-len(dataset) // placement.world_size)
     return per_process // batch_size
 
 
-def fixed_batch(dataset: Dataset, size: int, collate_fn: Callable | None):
-    """The first `size` items under fixed seeds: the same batch at every measurement (flatness)."""
+def fixed_batch(dataset: Dataset | BatchStream, size: int, collate_fn: Callable | None):
+    """The first `size` items under fixed seeds: the same batch at every measurement (flatness).
+
+    For a BatchStream: its first batch of `size` (the first window of `size` columns)."""
+    if isinstance(dataset, BatchStream):
+        return dataset.batches(size, 0, 1)[0]
     keys = [(i, item_seed(0, 0, 0, i)) for i in range(min(size, len(dataset)))]
     samples = SeededItems(dataset).__getitems__(keys)
     return (collate_fn or torch.utils.data.default_collate)(samples)

@@ -84,13 +84,14 @@ def teardown() -> None:
 
 
 def sum_across_processes(values: dict[str, torch.Tensor], placement: Placement) -> dict[str, torch.Tensor]:
-    """Every process's tensors summed (one all-reduce); the values themselves without torchrun."""
+    """Every process's tensors (of any shapes) summed in one all-reduce; the values themselves without torchrun."""
     if not values or not placement.distributed:
         return values
     names = sorted(values)
-    stacked = torch.stack([values[n].detach().to(placement.device, torch.float64) for n in names])
-    dist.all_reduce(stacked)
-    return dict(zip(names, stacked))
+    tensors = [torch.as_tensor(values[n]).detach().to(placement.device, torch.float64) for n in names]
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    return {n: part.view(t.shape) for n, t, part in zip(names, tensors, flat.split([t.numel() for t in tensors]))}
 
 
 def gather_objects(obj, placement: Placement) -> list:

@@ -5,6 +5,11 @@ runner's Task, resumes from `run_dir/checkpoint.pt` when it exists, and trains: 
 per batch (SAM's two passes through cmopt.sam_step), a per-step LR schedule, evaluation, flatness
 and optimizer diagnostics on a schedule, metrics to metrics.jsonl (and W&B), atomic checkpoints,
 and summary.json at the end. Only the main process writes files.
+
+A training step reads nothing back to the host: the window's losses and statistics stay on the device
+and are read at each log line, where (and before each checkpoint) all processes check together that
+the loss and the weights are finite, so every process stops with the same message and a non-finite
+state is never saved.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -35,7 +39,7 @@ from experiments.engine.checkpoint import CHECKPOINT_NAME
 from experiments.engine.distributed import Placement
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
-from experiments.engine.task import Task, move_to
+from experiments.engine.task import Task, detach, move_to
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ RESUMABLE_CHANGES = ("logger", "data_dir", "runs_dir", "trainer.num_workers", "t
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops without checkpointing the bad state."""
+    """The training loss (or a weight) became NaN or infinite; the run stops without checkpointing the bad state."""
 
 
 @dataclass
@@ -104,10 +108,11 @@ class Trainer:
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=_device_ids(placement))
                           if placement.distributed else self.model)
         self.batch_size = _per_process_batch_size(self.t.batch_size, placement.world_size)
+        self.eval_batch_size = self.t.get("eval_batch_size") or self.t.batch_size  # global, like batch_size
         self.stages = task.stages
         self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
         self.total_steps = self._total_steps()
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps,
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, select=task.select,
                                          **OmegaConf.to_container(cfg.scheduler, resolve=True))
         if self.t.grad_clip:
             # SAM's perturbation is normalised, so clipping its first-pass gradient would change nothing:
@@ -117,6 +122,8 @@ class Trainer:
         self.progress = Progress()
         self.window = _Window()  # this process's training loss and statistics since the last log line
         self.latest: dict[str, Any] = {}  # the last logged value of every metric, for summary.json
+        self.best: dict[str, Any] = {}  # with Task.select: the step and metrics of the best evaluation so far
+        self.carried = None  # with Task.initial_state: the state carried to the next training batch
         self.wall_time_before_s = 0.0  # time spent before the last resumption
         self.flatness_batch = (data.fixed_batch(self.stages[0], self.t.flatness_batch_size, task.collate_fn)
                                if self.t.flatness_interval or self.t.flatness_at_end else None)
@@ -159,11 +166,13 @@ class Trainer:
     def _loop(self) -> None:
         with tqdm(total=self.total_steps, initial=self.progress.step, disable=not self.placement.is_main,
                   desc=self.run_dir.name, dynamic_ncols=True) as bar:
+            if self.progress.step == 0 and self.t.get("eval_at_start"):
+                self._log(self.evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
-                self._check_finite(loss, stage, epoch)
-                self.window.add(loss, count, stats, time.perf_counter() - started)
+                self.window.add(loss, count, stats, time.perf_counter() - started, self.progress.step + 1,
+                                stage, epoch)
                 self._advance(stage, epoch, index)
                 bar.update(1)
                 step, last = self.progress.step, self.progress.step == self.total_steps
@@ -177,6 +186,7 @@ class Trainer:
                 eval_due = _due(step, self.t.eval_interval) if self.t.eval_interval else end_of_epoch
                 if eval_due or end_of_stage or last:
                     line.update(self.evaluate())
+                    self._keep_if_best(line)
                 if _due(step, self.t.flatness_interval) or (last and self.t.flatness_at_end):
                     line.update(self.measure_flatness())
                 if line:
@@ -192,6 +202,8 @@ class Trainer:
         for stage in range(start[0], len(self.stages)):
             for epoch in range(start[1] if stage == start[0] else 0, self.t.epochs):
                 skip = start[2] if (stage, epoch) == start[:2] else 0
+                if skip == 0:
+                    self.carried = None  # every epoch starts from Task.initial_state
                 loader = data.train_loader(
                     self.stages[stage], batch_size=self.batch_size, seed=self.cfg.seed, stage=stage,
                     epoch=epoch, skip_batches=skip, shuffle=self.t.shuffle, num_workers=self.t.num_workers,
@@ -199,14 +211,21 @@ class Trainer:
                 for index, batch in enumerate(loader, start=skip):
                     yield stage, epoch, index, batch
 
-    def _train_step(self, batch) -> tuple[float, int, dict[str, torch.Tensor]]:
+    def _forward(self, model: nn.Module, batch, state=None) -> tuple:
+        """(loss, count, stats, next carried state or None): Task.forward with the state when it carries one."""
+        if self.task.initial_state is None:
+            return (*self.task.forward(model, batch), None)
+        return self.task.forward(model, batch, self.task.initial_state(batch) if state is None else state)
+
+    def _train_step(self, batch) -> tuple[torch.Tensor, int | torch.Tensor, dict[str, torch.Tensor]]:
         batch = move_to(batch, self.placement.device)
         first_pass = []
 
         def compute_loss() -> torch.Tensor:
+            # SAM's second pass starts from the same carried state as its first; the first pass's is kept.
             with self._autocast():
-                loss, count, stats = self.task.forward(self.ddp_model, batch)
-            first_pass.append((count, stats))
+                loss, count, stats, state = self._forward(self.ddp_model, batch, self.carried)
+            first_pass.append((count, stats, state))
             return loss
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -218,19 +237,40 @@ class Trainer:
             self.optimizer.step()
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        count, stats = first_pass[0]
-        return float(loss.detach()), int(count), {k: v.detach() for k, v in stats.items()}
+        count, stats, state = first_pass[0]
+        if self.task.initial_state is not None:
+            self.carried = detach(state)  # truncated backpropagation: the next batch starts from its value
+        return loss.detach(), count, {k: v.detach() for k, v in stats.items()}
 
-    def _check_finite(self, loss: float, stage: int, epoch: int) -> None:
-        if math.isfinite(loss):
+    def _check_finite(self, losses: torch.Tensor, window: "_Window") -> None:
+        """Raise NonFiniteLossError naming the first step whose (all-process) loss is not finite."""
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad) == 0:
             return
+        at = int(bad[0])
+        step, stage, epoch = window.positions[at]
+        raise NonFiniteLossError(
+            f"The training loss is {float(losses[at])} at step {step} (stage {stage}, epoch {epoch}). "
+            f"{self._advice()}")
+
+    def _advice(self) -> str:
         kept = (f"The last good checkpoint (step {self.saved_step}) and {METRICS_NAME} are kept in "
                 f"{self.run_dir}"
                 if hasattr(self, "saved_step") else f"No checkpoint was written yet; {METRICS_NAME} is kept")
-        raise NonFiniteLossError(
-            f"The training loss is {loss} at step {self.progress.step + 1} (stage {stage}, epoch {epoch}). "
-            f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
-            f"(trainer.grad_clip=1.0). {kept}.")
+        return (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
+                f"(trainer.grad_clip=1.0). {kept}.")
+
+    def _check_state_finite(self) -> None:
+        """Before a checkpoint: the unlogged losses and every weight finite, on all processes together."""
+        losses = self.window.losses(self.placement.device)
+        weights_ok = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        sums = distributed.sum_across_processes(
+            {"losses": losses, "weights_bad": (~weights_ok).double()}, self.placement)
+        self._check_finite(sums["losses"], self.window)
+        if float(sums["weights_bad"]) > 0:
+            raise NonFiniteLossError(
+                f"A weight became NaN or infinite by step {self.progress.step}, with a finite loss. "
+                f"{self._advice()}")
 
     def _advance(self, stage: int, epoch: int, index: int) -> None:
         p = self.progress
@@ -244,12 +284,20 @@ class Trainer:
     # ---- measurements -----------------------------------------------------------------------------
 
     def _train_metrics(self, window: "_Window") -> dict[str, Any]:
+        """The window's metrics: its first read of the device since the last log line."""
+        device = self.placement.device
         sums = distributed.sum_across_processes(
-            {"loss": torch.tensor(window.loss_sum), "count": torch.tensor(window.count), **window.stats},
-            self.placement)
+            {"losses": window.losses(device), "count": torch.as_tensor(window.count, device=device),
+             **window.stats}, self.placement)
+        losses = sums.pop("losses")
+        self._check_finite(losses, window)
+        sums["loss"] = losses.sum()
+        items = float(sums["count"])
         metrics = self._per_item(sums)
         metrics = {f"train_{k}": v for k, v in metrics.items()}
-        metrics.update(lr=self.lr, step_time_s=window.time_s / window.steps,
+        step_time_s = window.time_s / window.steps
+        metrics.update(lr=self.lr, step_time_s=step_time_s,
+                       **{f"{self.task.items}_per_s": items / window.steps / step_time_s},
                        optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
                        **cmopt.critical_buffer_stats(self.optimizer))
         return metrics
@@ -262,11 +310,13 @@ class Trainer:
         for split, dataset in self.task.eval_data.items():
             sums = {"loss": torch.zeros((), dtype=torch.float64, device=self.placement.device),
                     "count": torch.zeros((), dtype=torch.float64, device=self.placement.device)}
-            loader = data.eval_loader(dataset, batch_size=self.batch_size, num_workers=self.t.num_workers,
+            loader = data.eval_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.t.num_workers,
                                       collate_fn=self.task.collate_fn, placement=self.placement)
+            state = None  # every split starts from Task.initial_state
             for batch in loader:
                 with self._autocast():
-                    loss, count, stats = self.task.forward(self.model, move_to(batch, self.placement.device))
+                    loss, count, stats, state = self._forward(
+                        self.model, move_to(batch, self.placement.device), state)
                 sums["loss"] += loss.double() * count
                 sums["count"] += count
                 for name, value in stats.items():
@@ -285,16 +335,33 @@ class Trainer:
         batch = move_to(self.flatness_batch, self.placement.device)
 
         def loss_fn(model, b):
-            return self.task.forward(model, b)[0].float()
+            return self._forward(model, b)[0].float()  # a carried state starts from Task.initial_state
 
         self.model.eval()
-        metrics = {"top_hessian_eigenvalue": cmopt.top_hessian_eigenvalue(
-            self.model, loss_fn, batch, max_iter=self.t.flatness_max_iter, seed=self.cfg.seed)}
-        if self.t.hessian_trace_samples:
-            metrics["hessian_trace"] = cmopt.hessian_trace(
-                self.model, loss_fn, batch, n_samples=self.t.hessian_trace_samples, seed=self.cfg.seed)
+        # cuDNN's RNN kernels have no double backward, which Hessian-vector products need.
+        with torch.backends.cudnn.flags(enabled=False):
+            metrics = {"top_hessian_eigenvalue": cmopt.top_hessian_eigenvalue(
+                self.model, loss_fn, batch, max_iter=self.t.flatness_max_iter, seed=self.cfg.seed)}
+            if self.t.hessian_trace_samples:
+                metrics["hessian_trace"] = cmopt.hessian_trace(
+                    self.model, loss_fn, batch, n_samples=self.t.hessian_trace_samples, seed=self.cfg.seed)
         self.model.train()
         return metrics
+
+    def _keep_if_best(self, line: dict[str, Any]) -> None:
+        """With Task.select: remember this evaluation and keep the model when its metric is the best so far.
+        A schedule that follows the metric (LR on plateau) sees it too."""
+        if self.task.select is None:
+            return
+        name, mode = self.task.select
+        value = line[name]
+        self.scheduler.observe(value)
+        best = self.best.get("metrics", {}).get(name)
+        if best is None or (value < best if mode == "min" else value > best):
+            evaluated = {k: v for k, v in line.items() if any(k.startswith(f"{s}_") for s in self.task.eval_data)}
+            self.best = {"step": self.progress.step, "metrics": evaluated}
+            if self.placement.is_main:
+                checkpoint.save_atomically(self.model.state_dict(), self.run_dir / checkpoint.BEST_MODEL_NAME)
 
     def _per_item(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         count = float(sums.pop("count"))
@@ -313,9 +380,11 @@ class Trainer:
         self.latest.update(line)
 
     def _save_checkpoint(self) -> None:
-        # Every process's RNG streams and unlogged training statistics.
-        per_process = distributed.gather_objects({"rng": checkpoint.rng_state(), "window": vars(self.window)},
-                                                 self.placement)
+        self._check_state_finite()
+        # Every process's RNG streams, unlogged training statistics and carried state.
+        per_process = distributed.gather_objects(
+            {"rng": checkpoint.rng_state(), "window": self.window.state(), "carried": move_to(self.carried, "cpu")},
+            self.placement)
         if self.placement.is_main:
             checkpoint.save_atomically({
                 "model": self.model.state_dict(),
@@ -325,6 +394,7 @@ class Trainer:
                 "per_process": per_process,
                 "metrics_bytes": self.metrics.size(),
                 "latest": self.latest,
+                "best": self.best,
                 "wall_time_s": self._wall_time_s(),
                 "config": _identity(self.cfg),
             }, self.run_dir / CHECKPOINT_NAME)
@@ -346,17 +416,24 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         self.latest = dict(state["latest"])
+        self.best = dict(state.get("best", {}))
         self.wall_time_before_s = state["wall_time_s"]
         self.saved_step = self.progress.step
         own = state["per_process"][self.placement.rank]
         checkpoint.set_rng_state(own["rng"])
         self.window = _Window(**own["window"])
+        self.carried = move_to(own.get("carried"), self.placement.device)
 
     def _finish(self) -> dict[str, Any]:
         summary = None
         if self.placement.is_main:
             summary = {"status": "finished", "steps": self.progress.step, "top_hessian_eigenvalue": None,
                        **self.latest, "wall_time_s": self._wall_time_s()}
+            if self.best:  # every evaluated metric at the best evaluation; at the end as final_<metric>
+                name = self.task.select[0]
+                summary.update({f"final_{k}": self.latest[k] for k in self.best["metrics"]})
+                summary.update(self.best["metrics"], best_step=self.best["step"])
+                summary[f"best_{name}"] = self.best["metrics"][name]
             if self.task.summarize is not None:
                 lines = [json.loads(s) for s in (self.run_dir / METRICS_NAME).read_text().splitlines()]
                 summary.update(self.task.summarize(lines))
@@ -383,19 +460,37 @@ class Trainer:
 
 
 class _Window:
-    """Training loss, counts and statistics summed since the last log line."""
+    """Training losses (one per step, times its count), counts and statistics since the last log line.
 
-    def __init__(self, loss_sum=0.0, count=0, steps=0, time_s=0.0, stats=None):
-        self.loss_sum, self.count, self.steps, self.time_s = loss_sum, count, steps, time_s
+    They stay where the step computed them (no host read per step); `positions` are (step, stage, epoch).
+    """
+
+    def __init__(self, step_losses=None, count=0, steps=0, time_s=0.0, stats=None, positions=None):
+        self.step_losses: list[torch.Tensor] = list(step_losses or [])
+        self.count, self.steps, self.time_s = count, steps, time_s
         self.stats: dict[str, torch.Tensor] = dict(stats or {})
+        self.positions: list[tuple[int, int, int]] = [tuple(p) for p in positions or []]
 
-    def add(self, loss: float, count: int, stats: dict[str, torch.Tensor], time_s: float) -> None:
-        self.loss_sum += loss * count
-        self.count += count
+    def add(self, loss: torch.Tensor, count: int | torch.Tensor, stats: dict[str, torch.Tensor], time_s: float,
+            step: int, stage: int, epoch: int) -> None:
+        self.step_losses.append(loss.double() * count)
+        self.count = self.count + count
         self.steps += 1
         self.time_s += time_s
+        self.positions.append((step, stage, epoch))
         for name, value in stats.items():
             self.stats[name] = self.stats.get(name, 0) + value.double()
+
+    def losses(self, device: torch.device) -> torch.Tensor:
+        if not self.step_losses:
+            return torch.zeros(0, dtype=torch.float64, device=device)
+        return torch.stack([x.to(device) for x in self.step_losses])
+
+    def state(self) -> dict[str, Any]:
+        """For the checkpoint, on the CPU."""
+        return {"step_losses": [x.cpu() for x in self.step_losses], "count": move_to(self.count, "cpu"),
+                "steps": self.steps, "time_s": self.time_s, "positions": self.positions,
+                "stats": {k: move_to(v, "cpu") for k, v in self.stats.items()}}
 
 
 def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
@@ -411,6 +506,9 @@ def _due(step: int, interval: int | None) -> bool:
 
 
 def _per_process_batch_size(batch_size: int, world_size: int) -> int:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"trainer.batch_size={batch_size!r} must be a positive integer (the global batch), "
+                         "e.g. trainer.batch_size=128.")
     if batch_size < world_size or batch_size % world_size:
         raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must split evenly over "
                          f"{world_size} processes; use a multiple of {world_size}.")

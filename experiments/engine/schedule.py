@@ -1,16 +1,17 @@
-"""Per-step learning-rate schedules: linear warm-up, then cosine, step or constant."""
+"""Learning-rate schedules: linear warm-up, then cosine, step or constant per step, or LR on plateau."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from experiments.options import check_options
 
-SCHEDULE_NAMES = ("cosine", "step", "constant")
+SCHEDULE_NAMES = ("cosine", "step", "constant", "plateau")
 
 
 def lr_factor(step: int, *, name: str, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
@@ -31,12 +32,70 @@ def lr_factor(step: int, *, name: str, total_steps: int, warmup_steps: int = 0, 
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: Optimizer, total_steps: int, name: str, **options) -> LambdaLR:
-    """A LambdaLR stepped once per optimizer step; `options` are lr_factor's keywords."""
+def plateau_options(warmup_steps: int = 0, factor: float = 0.25, patience: int = 0,
+                    min_lr_ratio: float = 0.0) -> None:
+    """LR on plateau: after `patience` + 1 evaluations in a row without a better validation metric,
+    multiply the lr by `factor` (the classic word-level LSTM recipe divides by 4: factor 0.25), never
+    below `min_lr_ratio` x the base lr. The metric is the runner's selection metric (e.g. val_ppl)."""
+
+
+class Schedule(LambdaLR):
+    """A LambdaLR stepped once per optimizer step; `observe(metric)` after each evaluation (plateau only)."""
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, name: str, select, **options):
+        self.name, self.select = name, select
+        self.scale, self.best, self.bad_evaluations = 1.0, None, 0
+        if name == "plateau":
+            self.plateau = {"factor": 0.25, "patience": 0, "min_lr_ratio": 0.0, **options}
+            warmup = self.plateau.pop("warmup_steps", 0)
+            super().__init__(optimizer, lambda step: (step + 1) / warmup if step < warmup else self.scale)
+        else:
+            super().__init__(optimizer, lambda step: lr_factor(step, name=name, total_steps=total_steps, **options))
+
+    def observe(self, value: float) -> None:
+        if self.name != "plateau":
+            return
+        better = self.best is None or (value < self.best if self.select[1] == "min" else value > self.best)
+        if better:
+            self.best, self.bad_evaluations = value, 0
+            return
+        self.bad_evaluations += 1
+        if self.bad_evaluations > self.plateau["patience"]:
+            self.scale = max(self.plateau["min_lr_ratio"], self.scale * self.plateau["factor"])
+            self.bad_evaluations = 0
+            self._apply()
+
+    def _apply(self) -> None:
+        """The new scale takes effect now, not only at the next step."""
+        for group, base_lr, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base_lr * fn(max(self.last_epoch, 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(scale=self.scale, best=self.best, bad_evaluations=self.bad_evaluations)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self.scale = state.pop("scale", 1.0)
+        self.best = state.pop("best", None)
+        self.bad_evaluations = state.pop("bad_evaluations", 0)
+        super().load_state_dict(state)
+
+
+def build_scheduler(optimizer: Optimizer, total_steps: int, name: str, select: tuple[str, str] | None = None,
+                    **options) -> Schedule:
+    """The schedule called `name`; `options` are lr_factor's keywords (plateau: plateau_options')."""
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown scheduler {name!r}. Valid names: {', '.join(SCHEDULE_NAMES)} "
                          f"(configs/scheduler/<name>.yaml; choose with scheduler=<name>).")
-    check_options("Scheduler", name, lr_factor, options, given_apart=("step", "name", "total_steps"))
+    if name == "plateau":
+        check_options("Scheduler", name, plateau_options, options, given_apart=())
+        if select is None:
+            raise ValueError("scheduler=plateau follows a validation metric, and this runner selects none; "
+                             "use scheduler=cosine, step or constant.")
+    else:
+        check_options("Scheduler", name, lr_factor, options, given_apart=("step", "name", "total_steps"))
     if options.get("warmup_steps", 0) < 0:
         raise ValueError(f"scheduler.warmup_steps={options['warmup_steps']} must be >= 0 (0 = no warm-up).")
-    return LambdaLR(optimizer, lambda step: lr_factor(step, name=name, total_steps=total_steps, **options))
+    return Schedule(optimizer, total_steps, name, select, **options)

@@ -3,6 +3,7 @@
 from cmopt.adam_cg import AdamCG
 from cmopt.adam_cm import AdamCM
 from cmopt.buffer import CriticalBuffer, DeviceBuffer, HostBuffer
+from cmopt.compile import compile_optimizer
 from cmopt.critical import CriticalOptimizer
 from cmopt.diagnostics import critical_buffer_stats, optimizer_state_bytes
 from cmopt.flatness import hessian_trace, hessian_vector_product, top_hessian_eigenvalue
@@ -12,7 +13,7 @@ from cmopt.sam import SAM, sam_step
 from cmopt.sgd_cm import SGDCM
 
 __all__ = [
-    "AdamCG", "AdamCM", "CriticalBuffer", "CriticalOptimizer", "DeviceBuffer", "HostBuffer", "OPTIMIZER_NAMES", "SAM", "SGDCM", "create_optimizer",
+    "AdamCG", "AdamCM", "CriticalBuffer", "CriticalOptimizer", "DeviceBuffer", "HostBuffer", "OPTIMIZER_NAMES", "SAM", "SGDCM", "compile_optimizer", "create_optimizer",
     "critical_buffer_stats", "frozen_norm_statistics", "hessian_trace", "hessian_vector_product",
     "optimizer_state_bytes", "sam_step", "top_hessian_eigenvalue",
 ]

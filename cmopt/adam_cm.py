@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from cmopt._adam import CriticalAdam, adam_apply
 
 
@@ -30,7 +32,9 @@ class AdamCM(CriticalAdam):
     def _update(self, group, ops, params, grads, states, *, first, plus_mean):
         lr, weight_decay = group["lr"], group["weight_decay"]
         if weight_decay != 0:
-            ops.mul_(params, 1 - lr * weight_decay)
+            # Compiled: lr as a tensor here, else torch.compile keeps the traced lr (a scheduler's change is lost).
+            factor = 1 - (torch.ones((), dtype=torch.float64) * lr if group["capturable"] else lr) * weight_decay
+            ops.mul_(params, factor)
         if first and plus_mean is not None:
             # Released-code quirk: the first step only stores g; d = 0 leaves m, v and p unchanged.
             self._advance(states, group["capturable"])

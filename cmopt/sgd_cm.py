@@ -42,5 +42,10 @@ class SGDCM(CriticalOptimizer):
             ops.add_(buffers, grads, alpha=1 - group["dampening"])
         directions = buffers if first or plus_mean is None else plus_mean(buffers)  # d = buf + mean(B)
         self._advance(states, group["capturable"])
-        ops.add_(params, directions, alpha=-group["lr"])
+        if group["capturable"]:  # lr as a tensor: torch.compile would recompile for every new alpha
+            lr = torch.ones((), dtype=torch.float64) * group["lr"]
+            for p, d in zip(params, directions):
+                p.sub_(d * lr)
+        else:
+            ops.add_(params, directions, alpha=-group["lr"])  # p <- p - lr·d
         return buffers  # the candidate: the momentum buffer

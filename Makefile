@@ -20,7 +20,7 @@ test: $(STAMP)  ## the fast suite (what CI runs)
 test-slow: $(STAMP)  ## the checks too long for every run
 	$(PY) -m pytest -m slow -q
 
-bench: $(STAMP)  ## optimizer step time and state size against torch.optim.Adam
+bench: $(STAMP)  ## step time of the CM optimizers, eager and compiled, against torch.optim.Adam (both)
 	$(PY) scripts/bench_optimizers.py
 
 reproduce: $(STAMP)  ## the embedded main job: every toy experiment -> results/toy/ (JSON, Figures 1-5, README.md)

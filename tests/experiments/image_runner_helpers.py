@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +22,41 @@ TIMING_KEYS = {"step_time_s", "wall_time_s"}  # with throughputs (<items>_per_s)
 
 def compose_config(*overrides: str) -> DictConfig:
     """configs/image_classification.yaml with experiment=smoke (synthetic data, small CNN, CPU) and `overrides`."""
+    return compose_runner_config("image_classification", "experiment=smoke", *overrides)
+
+
+def compose_runner_config(config_name: str, *overrides: str) -> DictConfig:
+    """configs/<config_name>.yaml, the real file a runner reads, with `overrides`."""
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("image_classification", overrides=["experiment=smoke", *overrides])
+        return compose(config_name, overrides=list(overrides))
 
 
 def run_cli(*args: str, timeout: float = 120, extra_env: dict[str, str] | None = None,
-            launcher: tuple[str, ...] = (sys.executable, "-m")) -> subprocess.CompletedProcess:
+            launcher: tuple[str, ...] = (sys.executable, "-m"), runner: str = RUNNER) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_SILENT": "true", **(extra_env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([*launcher, RUNNER, *args], cwd=REPO, env=env, capture_output=True, text=True,
+    return subprocess.run([*launcher, runner, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def start_cli(*args: str) -> subprocess.Popen:
+def start_cli(*args: str, runner: str = RUNNER) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", RUNNER, *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", runner, *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: float = 120, runner: str = RUNNER) -> None:
+    """Start the runner and SIGKILL it as soon as its first checkpoint exists (mid-run)."""
+    process = start_cli(*args, runner=runner)
+    started = time.monotonic()
+    while not (run_dir / "checkpoint.pt").exists():
+        assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()}"
+        assert time.monotonic() - started < deadline_s, "no checkpoint within the deadline"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert not saved["progress"]["finished"], "killed too late: the run had finished (make it longer)"
 
 
 def metrics_lines(run_dir: Path) -> list[dict[str, Any]]:

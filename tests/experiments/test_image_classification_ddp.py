@@ -30,11 +30,15 @@ OVERRIDES = ("trainer.shuffle=false", f"trainer.max_steps={STEPS}", f"trainer.ba
              "trainer.flatness_at_end=false")
 
 
-def run_two_processes(tmp_path, *overrides: str) -> dict[int, dict]:
+def run_two_processes(tmp_path, *overrides: str, runner: str = "experiments.image_classification",
+                      config: tuple[str, ...] = ("image_classification", "experiment=smoke")) -> dict[int, dict]:
+    """torchrun --nproc_per_node=2 of tests/experiments/ddp_worker.py; each process's final state."""
+    config_name, *fixed = config
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "tests" / "experiments" / "ddp_image_worker.py"), str(tmp_path), *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+         str(REPO / "tests" / "experiments" / "ddp_worker.py"), runner, config_name, str(tmp_path), *fixed,
+         *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {r: torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)}
 

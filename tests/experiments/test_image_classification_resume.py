@@ -7,28 +7,12 @@ so are metrics.jsonl and summary.json apart from timings.
 from __future__ import annotations
 
 import random
-import signal
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.experiments.image_runner_helpers import (
-    assert_same_training_state, metrics_lines, run_cli, start_cli, summary, without_timings)
-
-
-def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: float = 120) -> None:
-    process = start_cli(*args)
-    started = time.monotonic()
-    while not (run_dir / "checkpoint.pt").exists():
-        assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()}"
-        assert time.monotonic() - started < deadline_s, "no checkpoint within the deadline"
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert not saved["progress"]["finished"], "killed too late: the run had finished (make it longer)"
+    assert_same_training_state, kill_after_first_checkpoint, metrics_lines, run_cli, summary, without_timings)
 
 
 def check_resume_matches_uninterrupted(tmp_path: Path, optimizer: str, *overrides: str,

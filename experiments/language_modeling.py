@@ -1,0 +1,68 @@
+"""Word-level language modelling (Penn Treebank, WikiText-2, your own text, synthetic) with any cmopt optimizer.
+
+    python -m experiments.language_modeling experiment=synthetic_lm      # embedded data, seconds on a CPU
+    python -m experiments.language_modeling experiment=ptb_lstm_medium optimizer=sam_adam_cm
+    python -m experiments.language_modeling -m optimizer=adam,adam_cg,adam_cm optimizer.lr=1e-3,3e-4 seed=0,1,2
+    torchrun --nproc_per_node=4 -m experiments.language_modeling experiment=ptb_lstm_medium
+
+Truncated backpropagation through time over contiguous streams: the engine carries the LSTM's hidden
+state from window to window (detached), resets it at every epoch and evaluation, and saves it in
+checkpoints. The checkpoint with the best validation perplexity is kept (best_model.pt); summary.json
+reports test perplexity on it (test_ppl) and at the end (final_test_ppl).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch import nn
+
+from experiments.data.text import build_text_corpus, unigram_perplexity
+from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.models.language import build_language_model
+
+
+def language_model_forward(model: nn.Module, batch, hidden):
+    """Mean cross-entropy per token, the number of tokens, no other statistic, and the next hidden state."""
+    tokens, targets = batch
+    logits, hidden = model(tokens, hidden)
+    loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return loss, targets.numel(), {}, hidden
+
+
+def perplexity(metrics: dict[str, float]) -> dict[str, float]:
+    return {"ppl": math.exp(metrics["loss"])} if "loss" in metrics else {}
+
+
+def build_task(cfg: DictConfig) -> Task:
+    corpus = build_text_corpus(**cfg.dataset, bptt=cfg.bptt)
+    model = build_language_model(**cfg.model, vocab_size=corpus.vocab_size)
+    reference = {"vocab_size": corpus.vocab_size, "train_tokens": len(corpus.train),
+                 "unigram_ppl": unigram_perplexity(corpus.train.ids, corpus.vocab_size)}
+    if corpus.entropy_rate is not None:
+        reference["true_ppl"] = math.exp(corpus.entropy_rate)
+    return Task(model=model, train_data=corpus.train, eval_data={"val": corpus.valid, "test": corpus.test},
+                forward=language_model_forward, derive=perplexity,
+                initial_state=lambda batch: model.initial_hidden(batch[0].shape[1]),
+                select=("val_ppl", "min"), items="tokens",
+                summarize=lambda _: {f"dataset_{k}": v for k, v in reference.items()})
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
+    return train(cfg, build_task, run_dir)
+
+
+@hydra.main(config_path="../configs", config_name="language_modeling", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    with exit_on_user_error():
+        summary = run(cfg, HydraConfig.get().runtime.output_dir).summary
+    return summary["best_val_ppl"] if summary else None  # what a Hydra sweeper would minimise
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow bench bench-training reproduce synthetic-sweep clean
+.PHONY: setup test test-slow bench bench-training reproduce synthetic-sweep lm-sweep clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ synthetic-sweep: $(STAMP)  ## the runner end to end: 5 optimizers x 3 seeds on s
 	$(PY) -m experiments.image_classification -m experiment=synthetic \
 		optimizer=adam,adam_cg,adam_cm,sam_adam,sam_adam_cm seed=0,1,2
 	$(PY) scripts/collect_results.py runs/synthetic --out results/image_classification_synthetic
+
+lm-sweep: $(STAMP)  ## the language-modelling runner end to end: 5 optimizers x 3 seeds on the embedded Markov-chain text
+	rm -rf runs/synthetic_lm
+	$(PY) -m experiments.language_modeling -m experiment=synthetic_lm \
+		optimizer=adam,adam_cg,adam_cm,sam_adam,sam_adam_cm seed=0,1,2
+	$(PY) scripts/collect_results.py runs/synthetic_lm --out results/language_modeling_synthetic
 
 clean:
 	rm -rf $(VENV) .pytest_cache

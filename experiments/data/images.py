@@ -1,19 +1,23 @@
 """Image-classification datasets: CIFAR-10/100 (torchvision), ImageNet (ImageFolder), synthetic stand-in.
 
-    data = build_image_datasets("cifar10", root="data/cifar10", download=True)
+    data = build_image_datasets("cifar10", root="data/cifar10", download=True, val_size=5000)
     data.train[0]   # (normalised 3x32x32 float tensor, int label), augmented
+    data.val        # 5,000 training images (500 per class), not augmented; None without val_size
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
+from torch.utils.data import Subset
 from torchvision import transforms
 
+from experiments.data.splits import balanced_holdout, labels_of
 from experiments.options import check_options
 
 IMAGE_DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "synthetic")
@@ -26,7 +30,7 @@ CIFAR_MEAN_STD = {
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR_CLASSES = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
 CIFAR_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
-COMMON_ARGUMENTS = ("name", "root", "download", "augment")
+COMMON_ARGUMENTS = ("name", "root", "download", "augment", "val_size", "val_seed")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class ImageDatasets:
     test: torch.utils.data.Dataset  # no augmentation
     num_classes: int
     image_shape: tuple[int, int, int]  # (C, H, W)
+    train_unaugmented: torch.utils.data.Dataset | None = None  # the train split under the test transform
+    val: torch.utils.data.Dataset | None = None  # a class-balanced hold-out of train, not augmented
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -42,18 +48,32 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def build_image_datasets(name: str, root: str = "data", *, download: bool = False, augment: bool = True,
-                         **options) -> ImageDatasets:
-    """Train and test splits of the dataset called `name` (one of IMAGE_DATASET_NAMES).
+                         val_size: int = 0, val_seed: int = 0, **options) -> ImageDatasets:
+    """Train, validation and test splits of the dataset called `name` (one of IMAGE_DATASET_NAMES).
 
     `root` is the dataset's own folder (e.g. data/cifar10). `download=True` fetches CIFAR when the
     network allows; ImageNet is never downloaded and the synthetic data is generated. `augment=False`
-    gives the train split the test transform. `options` are the dataset's own: see its builder below.
+    gives the train split the test transform. `val_size` > 0 holds out about that many training items,
+    the same share of every class, drawn from `val_seed` (fixed, so every run of a sweep shares the split),
+    as a validation split without augmentation. `options` are the dataset's own: see its builder below.
     """
     if name not in BUILDERS:
         raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(IMAGE_DATASET_NAMES)}.")
     builder = BUILDERS[name]
     check_options("Dataset", name, builder, options, given_apart=COMMON_ARGUMENTS, common=COMMON_ARGUMENTS[1:])
-    return builder(name, Path(root), download, augment, **options)
+    data = builder(name, Path(root), download, augment, **options)
+    if not isinstance(val_size, int) or isinstance(val_size, bool) or not 0 <= val_size < len(data.train):
+        raise ValueError(f"dataset.val_size={val_size!r} must be an integer from 0 (no validation split) to "
+                         f"below the {len(data.train)} training items, e.g. dataset.val_size=5000 for CIFAR.")
+    return with_validation(data, val_size, val_seed) if val_size else data
+
+
+def with_validation(data: ImageDatasets, val_size: int, val_seed: int) -> ImageDatasets:
+    """`data` with about `val_size` training items moved to a validation split (class-balanced, seeded)."""
+    kept, held = balanced_holdout(labels_of(data.train), val_size / len(data.train),
+                                  np.random.default_rng(val_seed))
+    return dataclasses.replace(data, train=Subset(data.train, kept),
+                               val=Subset(data.train_unaugmented or data.train, held))
 
 
 def cifar(name: str, root: Path, download: bool, augment: bool) -> ImageDatasets:
@@ -70,7 +90,8 @@ def cifar(name: str, root: Path, download: bool, augment: bool) -> ImageDatasets
         test = dataset_class(root, train=False, transform=test_transform)
     except (OSError, RuntimeError) as error:  # missing files, a failed download or a failed md5 check
         raise DatasetNotFoundError(cifar_layout_message(name, root, download, error)) from error
-    return ImageDatasets(train, test, CIFAR_NUM_CLASSES[name], (3, 32, 32))
+    unaugmented = dataset_class(root, train=True, transform=test_transform)
+    return ImageDatasets(train, test, CIFAR_NUM_CLASSES[name], (3, 32, 32), unaugmented)
 
 
 def cifar_layout_message(name: str, root: Path, download: bool, error: Exception) -> str:
@@ -127,7 +148,8 @@ def imagenet(name: str, root: Path, download: bool, augment: bool, image_size: i
             f"{only_train[:5]}, only in val: {only_val[:5]}), so labels would not match. "
             f"Give both the same class folders."
         )
-    return ImageDatasets(train, test, len(train.classes), (3, image_size, image_size))
+    unaugmented = torchvision.datasets.ImageFolder(root / "train", transform=test_transform)
+    return ImageDatasets(train, test, len(train.classes), (3, image_size, image_size), unaugmented)
 
 
 class SyntheticImages(torch.utils.data.Dataset):

@@ -181,14 +181,40 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "dataset"
 
 
 def test_every_dataset_config_reaches_its_builder(tmp_path):
+    # The dataset group is shared by the image and language-modelling runners: each file reaches its own builder.
+    from experiments.data.text import TEXT_DATASET_NAMES, build_text_corpus
+
     files = {path.stem: OmegaConf.load(path) for path in CONFIGS.glob("*.yaml")}
-    assert set(files) == set(IMAGE_DATASET_NAMES)
+    assert set(files) == set(IMAGE_DATASET_NAMES) | set(TEXT_DATASET_NAMES)
     for stem, config in files.items():
         # The primary config supplies data_dir; no files are there, so a clear error ends it.
         resolved = OmegaConf.merge({"data_dir": str(tmp_path)}, {"dataset": config}).dataset
         assert resolved.name == stem
+        build = build_image_datasets if stem in IMAGE_DATASET_NAMES else build_text_corpus
         if stem == "synthetic":
-            assert build_image_datasets(**resolved).image_shape == (3, 32, 32)
+            assert build(**resolved).image_shape == (3, 32, 32)
+        elif stem == "synthetic_lm":
+            assert build(**resolved).vocab_size == 50
         else:
             with pytest.raises(DatasetNotFoundError, match=str(tmp_path / stem)):
-                build_image_datasets(**resolved)
+                build(**resolved)
+
+
+def test_the_validation_split_is_a_class_balanced_seeded_holdout_of_train_without_augmentation(tmp_path, monkeypatch):
+    # 10 train images in the CIFAR files; hold out 5: about half of each class, never the test images.
+    rng = np.random.default_rng(3)
+    write_cifar10(tmp_path / "cifar-10-batches-py", rng)
+    skip_md5(monkeypatch)
+    whole = build_image_datasets("cifar10", root=str(tmp_path), augment=False)
+    data = build_image_datasets("cifar10", root=str(tmp_path), augment=True, val_size=5, val_seed=7)
+    labels = np.array([whole.train[i][1] for i in range(len(whole.train))])
+    kept, held = data.train.indices, data.val.indices
+    assert sorted([*kept, *held]) == list(range(10)) and not set(kept) & set(held)
+    for c in np.unique(labels):  # floor(n_c / 2 + 1/2) of each class
+        assert (labels[held] == c).sum() == int((labels == c).sum() * 0.5 + 0.5)
+    for k, index in enumerate(held):  # not augmented: the plain image, every time
+        torch.testing.assert_close(data.val[k][0], whole.train[index][0], atol=0, rtol=0)
+    again = build_image_datasets("cifar10", root=str(tmp_path), val_size=5, val_seed=7)
+    assert list(again.val.indices) == list(held)  # the same split on every run of a sweep
+    with pytest.raises(ValueError, match=r"dataset.val_size=10 must be an integer from 0"):
+        build_image_datasets("cifar10", root=str(tmp_path), val_size=10)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from experiments.options import BOOKKEEPING_KEYS
+
 # The columns every table groups by, and the config entries they come from (the first one present).
 IDENTITY = {"data": ("dataset.name", "benchmark.name"), "model": ("model.name",), "optimizer": ("optimizer.name",)}
-# Config entries that do not change what a run computes: where things go, how often it logs, its workers.
-BOOKKEEPING = ("seed", "data_dir", "runs_dir", "run_name", "logger", "hydra",
-               "dataset.root", "dataset.download", "benchmark.root", "benchmark.download",
-               "trainer.num_workers", "trainer.log_interval", "trainer.checkpoint_interval")
+# Config entries that do not change what a run computes (the seed is what the mean runs over).
+BOOKKEEPING = BOOKKEEPING_KEYS
 # Summary numbers in the order the CSV lists them; any others follow alphabetically.
 SUMMARY_ORDER = ("test_acc", "test_loss",
                  "best_val_ppl", "test_ppl", "final_val_ppl", "final_test_ppl", "train_ppl",
@@ -113,6 +113,8 @@ def load_run(run_dir: Path) -> dict | None:
     if not (run_dir / "config.yaml").is_file():
         print(f"warning: skipping {run_dir}: no config.yaml next to summary.json", file=sys.stderr)
         return None
+    for warning in summary.get("warnings", []):  # e.g. a diverged run: kept in the table, but said
+        print(f"warning: {run_dir}: {warning}", file=sys.stderr)
     config = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
     identity_keys = {key for keys in IDENTITY.values() for key in keys}
     settings = {k: v for k, v in config.items() if k not in identity_keys and not is_bookkeeping(k)}

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grad_norm_
 from torch.optim import Optimizer
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import cmopt
 from experiments.engine import checkpoint, data, distributed
@@ -39,13 +40,14 @@ from experiments.engine.checkpoint import CHECKPOINT_NAME
 from experiments.engine.distributed import Placement
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
+from experiments.engine.settings import check_settings
 from experiments.engine.task import Task, detach, move_to
+from experiments.options import PLACEMENT_KEYS
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("bf16", "fp32")
 # Keys that may change between a run and its resumption: where things live and how they are loaded.
-RESUMABLE_CHANGES = ("logger", "data_dir", "runs_dir", "trainer.num_workers", "trainer.device")
+RESUMABLE_CHANGES = PLACEMENT_KEYS
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,6 +74,7 @@ class Progress:
 
 def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: str | Path) -> TrainResult:
     """Train the Task that `build_task(cfg)` returns, in `run_dir`, resuming from its checkpoint if any."""
+    check_settings(cfg)
     placement = distributed.setup(cfg.trainer.device)
     try:
         _make_deterministic(placement.device, cfg.trainer.deterministic_gpu)
@@ -87,31 +90,46 @@ def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: st
 def exit_on_user_error():
     """Errors a user can fix (bad config, missing data, diverged loss) end in one message and exit code 1.
 
-    HYDRA_FULL_ERROR=1 shows the traceback instead, as Hydra does for its own errors.
+    HYDRA_FULL_ERROR=1 shows the traceback instead, as Hydra does for its own errors. Either way, and for
+    any other error or an interrupt, the run's log file says how the run ended.
     """
     try:
         yield
     except (ValueError, FileNotFoundError, ImportError, NonFiniteLossError) as error:
+        _log_to_files(f"Error: {error}")
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Error: {error}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)", file=sys.stderr)
         sys.exit(1)
+    except BaseException as error:  # noqa: BLE001  (logged, then raised on as it was)
+        _log_to_files(f"Stopped by {type(error).__name__}: {error}")
+        raise
+
+
+def _log_to_files(message: str) -> None:
+    """An error line for the log files only (Hydra's <run folder>/<job>.log): the console shows it once, plainly."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 class Trainer:
     def __init__(self, cfg: DictConfig, task: Task, placement: Placement, run_dir: Path):
         self.cfg, self.t, self.task, self.placement, self.run_dir = cfg, cfg.trainer, task, placement, run_dir
-        if self.t.precision not in PRECISIONS:
-            raise ValueError(f"trainer.precision={self.t.precision!r}; valid: {', '.join(PRECISIONS)}.")
-        self.model = task.model.to(placement.device)
+        self.model = task.model.to(placement.device)  # what checkpoints hold: never the compiled wrapper
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        if self.t.compile in ("optimizer", "both"):
+            cmopt.compile_optimizer(self.optimizer)  # before the scheduler, as compile_optimizer asks
         self.ddp_model = (DistributedDataParallel(self.model, device_ids=_device_ids(placement))
                           if placement.distributed else self.model)
+        # Training passes go through the compiled model; evaluation and flatness (double backward) stay eager.
+        self.train_model = torch.compile(self.ddp_model) if self.t.compile in ("model", "both") else self.ddp_model
         self.batch_size = _per_process_batch_size(self.t.batch_size, placement.world_size)
         self.eval_batch_size = self.t.get("eval_batch_size") or self.t.batch_size  # global, like batch_size
         self.stages = task.stages
         self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
-        self.total_steps = self._total_steps()
+        self.epochs, self.total_steps = self._length()
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, select=task.select,
                                          **OmegaConf.to_container(cfg.scheduler, resolve=True))
         if self.t.grad_clip:
@@ -124,6 +142,7 @@ class Trainer:
         self.latest: dict[str, Any] = {}  # the last logged value of every metric, for summary.json
         self.best: dict[str, Any] = {}  # with Task.select: the step and metrics of the best evaluation so far
         self.carried = None  # with Task.initial_state: the state carried to the next training batch
+        self.first_loss: torch.Tensor | float | None = None  # step 1's loss: a final one above it means divergence
         self.wall_time_before_s = 0.0  # time spent before the last resumption
         self.flatness_batch = (data.fixed_batch(self.stages[0], self.t.flatness_batch_size, task.collate_fn)
                                if self.t.flatness_interval or self.t.flatness_at_end else None)
@@ -139,17 +158,19 @@ class Trainer:
         if resumed is not None:
             self._restore(resumed)
         if self.progress.finished:
-            log.info("%s already finished (%d steps); nothing to train. Delete the folder to train again.",
-                     self.run_dir, self.progress.step)
-            return TrainResult(read_summary(self.run_dir), self.model, self.optimizer)
+            summary = read_summary(self.run_dir)
+            if self.placement.is_main:
+                log.info("%s already finished (%d steps): %s. Nothing to train; delete the folder to train again.",
+                         self.run_dir, self.progress.step, _headline(summary))
+            return TrainResult(summary, self.model, self.optimizer)
         if resumed is None:
             # Per-process streams: dropout masks differ across processes.
             checkpoint.seed_everything(self.cfg.seed + self.placement.rank)
         if self.placement.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
-            log.info("Training %d steps in %s on %s x%d%s.", self.total_steps, self.run_dir,
-                     self.placement.device, self.placement.world_size,
+            log.info("Training %d steps (%s) in %s on %s x%d%s.", self.total_steps, self._length_in_words(),
+                     self.run_dir, self.placement.device, self.placement.world_size,
                      f", resumed at step {self.progress.step}" if resumed else "")
         self.metrics = MetricsLog(self.run_dir, self.cfg.logger, self.cfg, enabled=self.placement.is_main,
                                   resume_bytes=resumed["metrics_bytes"] if resumed else 0)
@@ -164,13 +185,17 @@ class Trainer:
         return TrainResult(summary, self.model, self.optimizer)
 
     def _loop(self) -> None:
-        with tqdm(total=self.total_steps, initial=self.progress.step, disable=not self.placement.is_main,
-                  desc=self.run_dir.name, dynamic_ncols=True) as bar:
+        name = self.run_dir.name if len(self.run_dir.name) <= 40 else self.run_dir.name[:39] + "…"
+        # Log lines (evaluations) print above the bar instead of through it.
+        with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=self.progress.step,
+                                           disable=not self.placement.is_main, desc=name, dynamic_ncols=True) as bar:
             if self.progress.step == 0 and self.t.get("eval_at_start"):
                 self._log(self.evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
+                if self.progress.step == 0:
+                    self.first_loss = loss  # stays on the device; read with the next checkpoint or at the end
                 self.window.add(loss, count, stats, time.perf_counter() - started, self.progress.step + 1,
                                 stage, epoch)
                 self._advance(stage, epoch, index)
@@ -200,7 +225,7 @@ class Trainer:
         """(stage, epoch, batch index, batch) from the resume position to the end of the last stage."""
         start = (self.progress.stage, self.progress.epoch, self.progress.batch)
         for stage in range(start[0], len(self.stages)):
-            for epoch in range(start[1] if stage == start[0] else 0, self.t.epochs):
+            for epoch in range(start[1] if stage == start[0] else 0, self.epochs):
                 skip = start[2] if (stage, epoch) == start[:2] else 0
                 if skip == 0:
                     self.carried = None  # every epoch starts from Task.initial_state
@@ -224,7 +249,7 @@ class Trainer:
         def compute_loss() -> torch.Tensor:
             # SAM's second pass starts from the same carried state as its first; the first pass's is kept.
             with self._autocast():
-                loss, count, stats, state = self._forward(self.ddp_model, batch, self.carried)
+                loss, count, stats, state = self._forward(self.train_model, batch, self.carried)
             first_pass.append((count, stats, state))
             return loss
 
@@ -258,7 +283,8 @@ class Trainer:
                 f"{self.run_dir}"
                 if hasattr(self, "saved_step") else f"No checkpoint was written yet; {METRICS_NAME} is kept")
         return (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
-                f"(trainer.grad_clip=1.0). {kept}.")
+                f"(trainer.grad_clip=1.0). {kept}. A changed config trains in a folder of its own: add "
+                f"run_name=<new name> to the command, or delete {self.run_dir} to start over.")
 
     def _check_state_finite(self) -> None:
         """Before a checkpoint: the unlogged losses and every weight finite, on all processes together."""
@@ -278,7 +304,7 @@ class Trainer:
         p.stage, p.epoch, p.batch = stage, epoch, index + 1
         if p.batch == self.batches_per_epoch[stage]:
             p.epoch, p.batch = epoch + 1, 0
-            if p.epoch == self.t.epochs:
+            if p.epoch == self.epochs:
                 p.stage, p.epoch = stage + 1, 0
 
     # ---- measurements -----------------------------------------------------------------------------
@@ -378,9 +404,17 @@ class Trainer:
             position["stage"] = stage
         self.metrics.write({**position, **line})
         self.latest.update(line)
+        reported = {k: v for k, v in line.items() if k in REPORTED or self._is_evaluated(k)}
+        if self.placement.is_main and any(k != "train_loss" for k in reported):  # an evaluation or flatness
+            where = f"epoch {epoch}" if len(self.stages) == 1 else f"stage {stage}, epoch {epoch}"
+            log.info("step %d/%d (%s): %s", self.progress.step, self.total_steps, where, _numbers(reported))
+
+    def _is_evaluated(self, key: str) -> bool:
+        return any(key.startswith(f"{split}_") for split in self.task.eval_data)
 
     def _save_checkpoint(self) -> None:
         self._check_state_finite()
+        first_loss = self._first_loss()  # on every process: it averages over them
         # Every process's RNG streams, unlogged training statistics and carried state.
         per_process = distributed.gather_objects(
             {"rng": checkpoint.rng_state(), "window": self.window.state(), "carried": move_to(self.carried, "cpu")},
@@ -396,6 +430,7 @@ class Trainer:
                 "latest": self.latest,
                 "best": self.best,
                 "wall_time_s": self._wall_time_s(),
+                "first_loss": first_loss,
                 "config": _identity(self.cfg),
             }, self.run_dir / CHECKPOINT_NAME)
         self.saved_step = self.progress.step
@@ -408,7 +443,8 @@ class Trainer:
                 f"({'; '.join(differences)}). "
                 "Give this run its own folder (e.g. run_name=<name> or runs_dir=<dir>), or delete the folder "
                 "to start over.")
-        if len(state["per_process"]) != self.placement.world_size:
+        finished = state["progress"]["finished"]  # a finished run reopens with any number of processes
+        if not finished and len(state["per_process"]) != self.placement.world_size:
             raise ValueError(f"{self.run_dir} was trained by {len(state['per_process'])} process(es); resume "
                              f"it with the same number (now {self.placement.world_size}) to continue exactly.")
         self.model.load_state_dict(state["model"])
@@ -419,6 +455,9 @@ class Trainer:
         self.best = dict(state.get("best", {}))
         self.wall_time_before_s = state["wall_time_s"]
         self.saved_step = self.progress.step
+        self.first_loss = state.get("first_loss")
+        if finished:
+            return
         own = state["per_process"][self.placement.rank]
         checkpoint.set_rng_state(own["rng"])
         self.window = _Window(**own["window"])
@@ -426,9 +465,10 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         summary = None
+        warnings = self._warnings()  # on every process: reading the first loss averages over them
         if self.placement.is_main:
             summary = {"status": "finished", "steps": self.progress.step, "top_hessian_eigenvalue": None,
-                       **self.latest, "wall_time_s": self._wall_time_s()}
+                       **self.latest, "wall_time_s": self._wall_time_s(), "warnings": warnings}
             if self.best:  # every evaluated metric at the best evaluation; at the end as final_<metric>
                 name = self.task.select[0]
                 summary.update({f"final_{k}": self.latest[k] for k in self.best["metrics"]})
@@ -440,19 +480,59 @@ class Trainer:
             write_summary(self.run_dir, summary)
         self.progress.finished = True
         self._save_checkpoint()  # after summary.json: a run killed in between redoes its last steps
+        if self.placement.is_main:
+            for warning in warnings:
+                log.warning("Warning: %s", warning)
+            log.info("Finished %d steps in %s: %s.", self.progress.step, self.run_dir, _headline(summary))
         return summary
+
+    def _first_loss(self) -> float | None:
+        """Step 1's training loss, averaged over the processes (read from the device once, then kept)."""
+        if isinstance(self.first_loss, torch.Tensor):
+            total = distributed.sum_across_processes({"loss": self.first_loss.double()}, self.placement)["loss"]
+            self.first_loss = float(total) / self.placement.world_size
+        return self.first_loss
+
+    def _warnings(self) -> list[str]:
+        """What a finished run's numbers say went wrong without a NaN: a final training loss above the first."""
+        first, final = self._first_loss(), self.latest.get("train_loss")
+        if first is None or final is None or final <= first:
+            return []
+        return [f"the final training loss ({final:.4g}) is above the first step's ({first:.4g}): the run diverged "
+                f"or did not learn. Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip "
+                "gradients (trainer.grad_clip=1.0), in a folder of its own (run_name=<new name>)."]
 
     def _wall_time_s(self) -> float:
         return self.wall_time_before_s + time.perf_counter() - self.started
 
-    def _total_steps(self) -> int:
+    def _length(self) -> tuple[int, int]:
+        """(epochs per stage, total steps). trainer.max_steps, when given, decides a single-stage run's length
+        (epochs extend to reach it, as in most trainers); over several stages it only caps the steps."""
         natural = self.t.epochs * sum(self.batches_per_epoch)
         if natural == 0:
             sizes = ", ".join(str(len(d)) for d in self.stages)
             raise ValueError(f"No full batch to train on: trainer.batch_size={self.t.batch_size} over "
                              f"{self.placement.world_size} process(es) and training set(s) of {sizes} items, "
                              f"trainer.epochs={self.t.epochs}. Lower the batch size or use more data.")
-        return min(natural, self.t.max_steps) if self.t.max_steps else natural
+        max_steps = self.t.max_steps
+        if max_steps is None or max_steps <= natural:
+            return self.t.epochs, min(natural, max_steps or natural)
+        if len(self.stages) == 1:
+            return -(-max_steps // self.batches_per_epoch[0]), max_steps
+        return self.t.epochs, natural
+
+    def _length_in_words(self) -> str:
+        epochs = f"{self.epochs} epoch(s) of {'+'.join(map(str, self.batches_per_epoch))} steps"
+        if len(self.stages) > 1:
+            epochs += f" per stage, {len(self.stages)} stages"
+        max_steps = self.t.max_steps
+        if max_steps is not None and self.epochs > self.t.epochs:
+            return f"trainer.max_steps={max_steps} decides: {epochs}, trainer.epochs={self.t.epochs} extended"
+        if max_steps is not None and max_steps < self.epochs * sum(self.batches_per_epoch):
+            return f"{epochs}, cut at trainer.max_steps={max_steps}"
+        if max_steps is not None and len(self.stages) > 1 and max_steps > self.total_steps:
+            return f"{epochs}; trainer.max_steps={max_steps} only caps a run of several stages"
+        return epochs
 
     def _autocast(self):
         bf16 = self.t.precision == "bf16" and self.placement.device.type == "cuda"  # the CPU runs fp32
@@ -491,6 +571,26 @@ class _Window:
         return {"step_losses": [x.cpu() for x in self.step_losses], "count": move_to(self.count, "cpu"),
                 "steps": self.steps, "time_s": self.time_s, "positions": self.positions,
                 "stats": {k: move_to(v, "cpu") for k, v in self.stats.items()}}
+
+
+# Besides every evaluated metric (<split>_<name>), what an evaluation's log line and the final line show.
+REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace")
+
+
+def _numbers(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    """The summary's results in one line: selected-best and final metrics of every split, training loss,
+    flatness and any summarize() numbers, without timings, diagnostics or bookkeeping."""
+    skipped = ("status", "steps", "wall_time_s", "warnings", "lr", "step_time_s", "optimizer_state_bytes",
+               "best_step")
+    shown = {k: v for k, v in summary.items()
+             if k not in skipped and isinstance(v, (int, float)) and not isinstance(v, bool)
+             and not k.endswith("_per_s") and not k.startswith(("buffer_", "critical_", "dataset_"))
+             and (not k.startswith("train_") or k == "train_loss")}
+    return _numbers(shown) + (f" (with {len(summary['warnings'])} warning(s))" if summary.get("warnings") else "")
 
 
 def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:

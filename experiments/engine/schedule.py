@@ -9,9 +9,30 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from experiments.options import check_options
+from experiments.options import Valid, check_options, check_values, integer, number
 
-SCHEDULE_NAMES = ("cosine", "step", "constant", "plateau")
+
+def _increasing_fractions(value) -> bool:
+    fractions = isinstance(value, (list, tuple)) and all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= 1 for m in value)
+    return fractions and all(a < b for a, b in zip(value, value[1:]))
+
+
+WARMUP_STEPS = integer(0)
+MIN_LR_RATIO = number(0, 1, example=0.0)
+# Each schedule's options and their valid values (plateau's are explained in `Schedule`).
+SCHEDULE_OPTIONS = {
+    "cosine": {"warmup_steps": WARMUP_STEPS, "min_lr_ratio": MIN_LR_RATIO},
+    "step": {"warmup_steps": WARMUP_STEPS,
+             "milestones": Valid(_increasing_fractions,
+                                 "a list of increasing fractions of the run's steps in (0, 1], not epochs: "
+                                 "epochs 60, 120, 160 of 200 are [0.3,0.6,0.8]", "[0.5,0.75]"),
+             "gamma": number(0, 1, low_open=True, example=0.1)},
+    "constant": {"warmup_steps": WARMUP_STEPS},
+    "plateau": {"warmup_steps": WARMUP_STEPS, "factor": number(0, 1, low_open=True, high_open=True, example=0.25),
+                "patience": integer(0), "min_lr_ratio": MIN_LR_RATIO},
+}
+SCHEDULE_NAMES = tuple(SCHEDULE_OPTIONS)
 
 
 def lr_factor(step: int, *, name: str, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
@@ -32,15 +53,13 @@ def lr_factor(step: int, *, name: str, total_steps: int, warmup_steps: int = 0, 
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def plateau_options(warmup_steps: int = 0, factor: float = 0.25, patience: int = 0,
-                    min_lr_ratio: float = 0.0) -> None:
-    """LR on plateau: after `patience` + 1 evaluations in a row without a better validation metric,
-    multiply the lr by `factor` (the classic word-level LSTM recipe divides by 4: factor 0.25), never
-    below `min_lr_ratio` x the base lr. The metric is the runner's selection metric (e.g. val_ppl)."""
-
-
 class Schedule(LambdaLR):
-    """A LambdaLR stepped once per optimizer step; `observe(metric)` after each evaluation (plateau only)."""
+    """A LambdaLR stepped once per optimizer step; `observe(metric)` after each evaluation (plateau only).
+
+    LR on plateau: after `patience` + 1 evaluations in a row without a better validation metric, the lr
+    is multiplied by `factor` (the classic word-level LSTM recipe divides by 4: factor 0.25), never
+    below `min_lr_ratio` x the base lr. The metric is the runner's selection metric (e.g. val_ppl).
+    """
 
     def __init__(self, optimizer: Optimizer, total_steps: int, name: str, select, **options):
         self.name, self.select = name, select
@@ -85,17 +104,13 @@ class Schedule(LambdaLR):
 
 def build_scheduler(optimizer: Optimizer, total_steps: int, name: str, select: tuple[str, str] | None = None,
                     **options) -> Schedule:
-    """The schedule called `name`; `options` are lr_factor's keywords (plateau: plateau_options')."""
+    """The schedule called `name`, with its options (SCHEDULE_OPTIONS) checked one by one."""
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown scheduler {name!r}. Valid names: {', '.join(SCHEDULE_NAMES)} "
                          f"(configs/scheduler/<name>.yaml; choose with scheduler=<name>).")
-    if name == "plateau":
-        check_options("Scheduler", name, plateau_options, options, given_apart=())
-        if select is None:
-            raise ValueError("scheduler=plateau follows a validation metric, and this runner selects none; "
-                             "use scheduler=cosine, step or constant.")
-    else:
-        check_options("Scheduler", name, lr_factor, options, given_apart=("step", "name", "total_steps"))
-    if options.get("warmup_steps", 0) < 0:
-        raise ValueError(f"scheduler.warmup_steps={options['warmup_steps']} must be >= 0 (0 = no warm-up).")
+    check_options("Scheduler", name, SCHEDULE_OPTIONS[name], options)
+    check_values("scheduler", SCHEDULE_OPTIONS[name], options)
+    if name == "plateau" and select is None:
+        raise ValueError("scheduler=plateau follows a validation metric, and this runner selects none; "
+                         "use scheduler=cosine, step or constant.")
     return Schedule(optimizer, total_steps, name, select, **options)

@@ -73,7 +73,7 @@ def test_a_missing_dataset_says_where_the_files_belong(tmp_path):
     ("optimizer.lr=-1", "lr must be >= 0, got -1"),
     ("model.name=resnet", "Unknown model 'resnet'. Valid names: resnet18, resnet34"),
     ("trainer.batch_size=100000", "No full batch to train on: trainer.batch_size=100000"),
-    ("trainer.precision=fp16", "trainer.precision='fp16'; valid: bf16, fp32"),
+    ("trainer.precision=fp16", "trainer.precision=fp16 is not valid: it must be one of bf16, fp32"),
     pytest.param("trainer.device=cuda", "trainer.device='cuda:0', but this machine has no usable CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])

@@ -1,0 +1,54 @@
+"""The engine's settings (configs/trainer/default.yaml) and the run's seed: one table of their valid values.
+
+`check_settings(cfg)` runs before anything else, so a bad value ends in one message naming it, its
+valid values and a fix, instead of a traceback or a run that trains quietly on nonsense.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiments.options import Valid, boolean, check_values, integer, number, one_of
+
+PRECISIONS = ("bf16", "fp32")
+COMPILE_MODES = ("none", "optimizer", "model", "both")
+
+TRAINER_SETTINGS = {
+    "device": Valid(lambda v: v is None or isinstance(v, str), "null (cuda when present, else cpu) or a device "
+                    "such as cpu, cuda, cuda:1", "cpu"),
+    "deterministic_gpu": boolean(),
+    "precision": one_of(*PRECISIONS),
+    "compile": one_of(*COMPILE_MODES),
+    "epochs": integer(1),
+    "max_steps": integer(1, null="epochs decide"),
+    "batch_size": integer(1),
+    "eval_batch_size": integer(1, null="trainer.batch_size"),
+    "num_workers": integer(0),
+    "shuffle": boolean(),
+    "grad_clip": number(0, low_open=True, example=1.0, null="no clipping"),
+    "log_interval": integer(1),
+    "eval_interval": integer(1, null="at the end of every epoch"),
+    "eval_at_start": boolean(),
+    "checkpoint_interval": integer(1, null="only at the end"),
+    "flatness_interval": integer(0, null="none during training"),
+    "flatness_at_end": boolean(),
+    "flatness_batch_size": integer(1),
+    "flatness_max_iter": integer(1),
+    "hessian_trace_samples": integer(0),
+}
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Raise ValueError for an unknown trainer setting or the first value outside its valid set."""
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed={seed!r} is not valid: it must be an integer. Set it to one, e.g. seed=0.")
+    trainer: dict[str, Any] = dict(cfg.trainer)
+    unknown = sorted(set(trainer) - set(TRAINER_SETTINGS))
+    if unknown:
+        raise ValueError(f"trainer.{unknown[0]} is not a setting of the engine. Its settings: "
+                         f"{', '.join(TRAINER_SETTINGS)} (configs/trainer/default.yaml); remove it with "
+                         f"~trainer.{unknown[0]} or correct its name.")
+    check_values("trainer", TRAINER_SETTINGS, trainer)

@@ -45,9 +45,10 @@ def check_options(kind: str, name: str, builder: Callable | Iterable[str], optio
         raise ValueError(f"{kind} {name!r} does not take option(s) {', '.join(unknown)}. "
                          f"It takes: {', '.join(accepted) or 'no options'}"
                          + (f" (besides {', '.join(common)})." if common else ".")
-                         + f" If you did not set {unknown[0]}, an experiment file written for another {group} "
-                           f"did: choose that experiment's {group}, or drop the option with "
-                           f"~{group}.{unknown[0]}.")
+                         + f" If you did not set {'it' if len(unknown) == 1 else 'them'}, an experiment file "
+                           f"written for another {group} did: choose that experiment's {group}, or drop "
+                           f"{'it' if len(unknown) == 1 else 'them'} with "
+                           + " ".join(f"~{group}.{option}" for option in unknown) + ".")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def number(low: float, high: float | None = None, *, low_open: bool = False, hig
 
 def one_of(*choices: Any) -> Valid:
     ok = lambda v: any(type(v) is type(c) and v == c for c in choices)  # noqa: E731  (1 is not true)
-    return Valid(ok, f"one of {', '.join(map(_shown, choices))}", choices[0])
+    return Valid(ok, f"one of {', '.join(map(shown, choices))}", choices[0])
 
 
 def boolean() -> Valid:
@@ -107,11 +108,11 @@ def check_values(prefix: str, table: Mapping[str, Valid], values: Mapping[str, A
     """Raise ValueError for the first value outside its valid set: the value, the valid ones and a fix."""
     for name, valid in table.items():
         if name in values and not valid.test(values[name]):
-            raise ValueError(f"{prefix}.{name}={_shown(values[name])} is not valid: it must be {valid.described}. "
-                             f"Set it to one, e.g. {prefix}.{name}={_shown(valid.example)}.")
+            raise ValueError(f"{prefix}.{name}={shown(values[name])} is not valid: it must be {valid.described}. "
+                             f"Set it to one, e.g. {prefix}.{name}={shown(valid.example)}.")
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value as a user writes it on the command line."""
     if value is None:
         return "null"

@@ -279,12 +279,14 @@ class Trainer:
             f"{self._advice()}")
 
     def _advice(self) -> str:
-        kept = (f"The last good checkpoint (step {self.saved_step}) and {METRICS_NAME} are kept in "
-                f"{self.run_dir}"
-                if hasattr(self, "saved_step") else f"No checkpoint was written yet; {METRICS_NAME} is kept")
-        return (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
-                f"(trainer.grad_clip=1.0). {kept}. A changed config trains in a folder of its own: add "
-                f"run_name=<new name> to the command, or delete {self.run_dir} to start over.")
+        fix = (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
+               "(trainer.grad_clip=1.0).")
+        if not hasattr(self, "saved_step"):
+            return f"{fix} No checkpoint was written yet; {METRICS_NAME} is kept."
+        # The checkpoint holds this config: a rerun with a change would be refused in this folder.
+        return (f"{fix} The last good checkpoint (step {self.saved_step}) and {METRICS_NAME} are kept in "
+                f"{self.run_dir}. A changed config trains in a folder of its own: add run_name=<new name> to "
+                f"the command, or delete {self.run_dir} to start over.")
 
     def _check_state_finite(self) -> None:
         """Before a checkpoint: the unlogged losses and every weight finite, on all processes together."""
@@ -482,7 +484,7 @@ class Trainer:
         self._save_checkpoint()  # after summary.json: a run killed in between redoes its last steps
         if self.placement.is_main:
             for warning in warnings:
-                log.warning("Warning: %s", warning)
+                log.warning(warning)
             log.info("Finished %d steps in %s: %s.", self.progress.step, self.run_dir, _headline(summary))
         return summary
 
@@ -498,7 +500,7 @@ class Trainer:
         first, final = self._first_loss(), self.latest.get("train_loss")
         if first is None or final is None or final <= first:
             return []
-        return [f"the final training loss ({final:.4g}) is above the first step's ({first:.4g}): the run diverged "
+        return [f"The final training loss ({final:.4g}) is above the first step's ({first:.4g}): the run diverged "
                 f"or did not learn. Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip "
                 "gradients (trainer.grad_clip=1.0), in a folder of its own (run_name=<new name>)."]
 
@@ -590,6 +592,7 @@ def _headline(summary: dict[str, Any]) -> str:
              if k not in skipped and isinstance(v, (int, float)) and not isinstance(v, bool)
              and not k.endswith("_per_s") and not k.startswith(("buffer_", "critical_", "dataset_"))
              and (not k.startswith("train_") or k == "train_loss")}
+    shown = dict(sorted(shown.items(), key=lambda item: item[0] in REPORTED))  # flatness and train_loss last
     return _numbers(shown) + (f" (with {len(summary['warnings'])} warning(s))" if summary.get("warnings") else "")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments.options import Valid, boolean, check_values, integer, number, one_of
+from experiments.options import Valid, boolean, check_values, integer, number, one_of, shown
 
 PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("none", "optimizer", "model", "both")
@@ -44,7 +44,7 @@ def check_settings(cfg: DictConfig) -> None:
     """Raise ValueError for an unknown trainer setting or the first value outside its valid set."""
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed={seed!r} is not valid: it must be an integer. Set it to one, e.g. seed=0.")
+        raise ValueError(f"seed={shown(seed)} is not valid: it must be an integer. Set it to one, e.g. seed=0.")
     trainer: dict[str, Any] = dict(cfg.trainer)
     unknown = sorted(set(trainer) - set(TRAINER_SETTINGS))
     if unknown:

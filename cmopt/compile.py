@@ -40,7 +40,8 @@ def compile_optimizer(optimizer: Optimizer, **compile_kwargs: Any) -> Optimizer:
             optimizer.load_state_dict(saved)  # the counters move onto the device (SAM: groups stay shared)
         compile_kwargs.setdefault("fullgraph", True)
     eager = target.step
-    compiled = torch.compile(lambda: eager(), **compile_kwargs)
+    compiled = torch.compile(_own_frame(lambda: eager(), len(_compiled_steps)), **compile_kwargs)
+    _compiled_steps.append(None)
 
     def step(self, closure=None):
         loss = None
@@ -53,3 +54,19 @@ def compile_optimizer(optimizer: Optimizer, **compile_kwargs: Any) -> Optimizer:
     target.step = types.MethodType(step, target)
     target._compiled = True
     return optimizer
+
+
+_compiled_steps: list[None] = []  # one entry per compile_optimizer call: numbers each step's own code object
+
+
+def _own_frame(function: types.FunctionType, number: int) -> types.FunctionType:
+    """`function` with a code object of its own.
+
+    torch.compile keeps its compiled graphs (and their guards) on the code object it traced. A lambda
+    defined here has ONE code object for every optimizer, so a second optimizer's step would hit the
+    first one's entry (whose guards, after a graph break in a torch optimizer, only check that
+    `eager` is a method) and silently run eagerly, and each optimizer would use up the shared
+    recompile limit. A copy of the code object per call gives every optimizer its own cache.
+    """
+    code = function.__code__.replace(co_name=f"compiled_step_{number}")
+    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)

@@ -87,3 +87,20 @@ def test_inductor_step_matches_the_eager_step_in_float32(kind):
     train(eager_params, eager_opt, 12)
     for p, q in zip(params, eager_params):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_each_compiled_optimizer_traces_its_own_step():
+    """Several optimizers compiled in one process with one backend: each one's step is traced (none
+    runs eagerly on a cache entry another one left, as when all shared one code object)."""
+    counter = CompileCounter()  # one backend for all, as with the default "inductor"
+    torch_params = [torch.nn.Parameter(torch.randn(3, 2)) for _ in range(2)]
+    runs = [(torch_params, compile_optimizer(torch.optim.Adam(torch_params, lr=0.01), backend=counter))]
+    for kind in CLASSES:
+        params, opt = build(kind, torch.float32)
+        runs.append((params, compile_optimizer(opt, backend=counter)))
+    frames = []
+    for params, opt in runs:
+        before = counter.frame_count
+        train(params, opt, 3, schedule=False)
+        frames.append(counter.frame_count - before)
+    assert frames[0] >= 1 and frames[1:] == [2, 2, 2], frames

@@ -43,3 +43,10 @@ lm-sweep: $(STAMP)  ## the language-modelling runner end to end: 5 optimizers x 
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+.PHONY: online-sweep
+online-sweep: $(STAMP)  ## online learning end to end: 5 optimizers x 5 seeds on synthetic_tasks -> results/
+	rm -rf runs/synthetic_tasks
+	OMP_NUM_THREADS=1 $(PY) -m experiments.online_learning -m experiment=synthetic_tasks \
+		optimizer=adam,adam_cg,adam_cm,sam_adam,sam_adam_cm seed=0,1,2,3,4
+	$(PY) scripts/collect_results.py runs/synthetic_tasks --out results/online_learning_synthetic

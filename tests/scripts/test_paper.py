@@ -1,0 +1,83 @@
+"""scripts/paper.py: every definition composes with its runner's real configs (full and mini), the commands
+it launches are Hydra multiruns of that grid, and a mini result runs end to end (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import paper  # noqa: E402
+
+DEFINITIONS = paper.definitions()
+
+
+def test_the_paper_results_are_all_defined():
+    assert set(DEFINITIONS) == {"cifar10", "cifar100", "imagenet", "ptb", "online_five_datasets",
+                                "online_tiny_imagenet", "sharpness", "ablation_capacity", "ablation_decay",
+                                "lr_sensitivity", "overhead"}
+    compared = set().union(*(grid.get("optimizer", []) for name in ("cifar10", "cifar100")
+                             for _, grid in paper.sweeps(DEFINITIONS[name], mini=False)))
+    assert compared == {"adam", "adam_cg", "adam_cm", "sam_adam", "sam_adam_cg", "sam_adam_cm", "sgd", "sgd_cm"}
+    capacities = paper.sweeps(DEFINITIONS["ablation_capacity"], mini=False)[0][1]["optimizer.capacity"]
+    decays = paper.sweeps(DEFINITIONS["ablation_decay"], mini=False)[0][1]["optimizer.decay"]
+    assert (capacities, decays) == ([0, 1, 5, 10, 20], [0.5, 0.7, 0.9, 0.99])
+
+
+@pytest.mark.parametrize("name", sorted(DEFINITIONS))
+@pytest.mark.parametrize("mini", [False, True])
+def test_every_definition_composes_with_its_runner(name, mini):
+    definition = DEFINITIONS[name]
+    for runner, grid in paper.sweeps(definition, mini):
+        first = {k: v[0] for k, v in grid.items()}
+        # Every experiment of the grid composes with the other keys' first values (each optimizer config is
+        # a file of the optimizer group, and composes with any experiment: tested with each runner).
+        assert all((REPO / "configs" / "optimizer" / f"{o}.yaml").is_file() for o in grid["optimizer"])
+        variants = [first, *({**first, "experiment": value} for value in grid.get("experiment", [])[1:])]
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+            for variant in variants:
+                cfg = compose(runner, overrides=[f"{k}={paper._text(v)}" for k, v in variant.items()])
+                assert cfg.optimizer.name == variant["optimizer"]
+                if mini and definition["tune"]:  # selection needs a validation split of embedded data
+                    if runner == "image_classification":
+                        assert cfg.dataset.name == "synthetic" and cfg.dataset.val_size > 0
+                    if runner == "language_modeling":
+                        assert cfg.dataset.name == "synthetic_lm"
+                    if runner == "online_learning":
+                        assert cfg.benchmark.name == "synthetic_tasks"
+
+
+def test_run_prints_one_hydra_multirun_per_sweep():
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "run", "cifar10", "--launcher",
+                           "print"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lines = [x for x in done.stdout.splitlines() if x.startswith("python")]
+    assert len(lines) == 2
+    assert lines[0].startswith("python -m experiments.image_classification -m hydra.sweep.dir=runs/paper/cifar10/0 ")
+    assert "optimizer=adam,adam_cg,adam_cm,sam_adam,sam_adam_cg,sam_adam_cm" in lines[0]
+    assert "optimizer.lr=0.001,0.0003,0.0001" in lines[0] and "seed=0,1,2" in lines[0]
+    assert paper.run_count(DEFINITIONS["cifar10"], mini=False) == 2 * 6 * 3 * 3 + 2 * 2 * 2 * 3
+    slurm = paper.commands("cifar10", DEFINITIONS["cifar10"], mini=False, launcher="slurm")
+    assert all("hydra/launcher=slurm" in argv for argv in slurm)
+
+
+def test_list_names_every_result_with_its_runs_and_compute():
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "list"], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    for name, definition in DEFINITIONS.items():
+        assert f"{name} " in done.stdout and definition["title"] in done.stdout
+        steps = paper.run_count(definition, mini=False) * definition["steps_per_run"]
+        assert f"{steps:,} steps" in done.stdout
+
+
+def test_an_unknown_result_is_one_message():
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "run", "cifar11"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2 and "unknown result 'cifar11'" in done.stderr and "cifar10" in done.stderr

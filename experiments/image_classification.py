@@ -35,8 +35,13 @@ def classification_forward(model: nn.Module, batch) -> tuple[torch.Tensor, int, 
 def build_task(cfg: DictConfig) -> Task:
     data = build_image_datasets(**cfg.dataset)
     model = build_image_model(**cfg.model, num_classes=data.num_classes)
-    return Task(model=model, train_data=data.train, eval_data={"test": data.test},
-                forward=classification_forward)
+    if data.val is None:
+        return Task(model=model, train_data=data.train, eval_data={"test": data.test},
+                    forward=classification_forward, items="images")
+    # With a validation split (dataset.val_size), summary.json reports every metric at the evaluation with
+    # the best validation accuracy (final_* at the end), and that model is kept as best_model.pt.
+    return Task(model=model, train_data=data.train, eval_data={"val": data.val, "test": data.test},
+                forward=classification_forward, select=("val_acc", "max"), items="images")
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
@@ -47,7 +52,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 def main(cfg: DictConfig) -> float:
     with exit_on_user_error():
         summary = run(cfg, HydraConfig.get().runtime.output_dir).summary
-    return summary["test_acc"] if summary else None  # what a Hydra sweeper would maximise
+    # What a Hydra sweeper maximises: validation accuracy, never test (None without dataset.val_size).
+    return summary.get("best_val_acc") if summary else None
 
 
 if __name__ == "__main__":

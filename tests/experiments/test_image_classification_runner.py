@@ -125,3 +125,22 @@ def test_each_paper_experiment_composes_with_any_optimizer(experiment, dataset, 
     cfg = compose_config(f"experiment={experiment}", "optimizer=sam_adam_cg")
     assert (cfg.dataset.name, cfg.model.name, cfg.experiment_name) == (dataset, model, experiment)
     assert cfg.optimizer.name == "sam_adam_cg" and cfg.optimizer.rho == 0.05
+
+
+def test_with_a_validation_split_the_summary_reports_test_at_the_best_validation_evaluation(tmp_path):
+    cfg = compose_config("dataset.val_size=64", "trainer.max_steps=12", "trainer.eval_interval=4",
+                         "trainer.flatness_at_end=false", "optimizer.lr=3e-3")
+    result = run(cfg, tmp_path).summary
+    evaluations = [line for line in metrics_lines(tmp_path) if "val_acc" in line]
+    assert [line["step"] for line in evaluations] == [4, 8, 12]
+    best = max(evaluations, key=lambda line: line["val_acc"])  # the first of equals, as the engine keeps
+    best = next(line for line in evaluations if line["val_acc"] == best["val_acc"])
+    assert (result["best_val_acc"], result["test_acc"], result["best_step"]) == (
+        best["val_acc"], best["test_acc"], best["step"])
+    assert result["final_test_acc"] == evaluations[-1]["test_acc"]
+    assert (tmp_path / "best_model.pt").is_file()
+    # The validation split is held out of the 512 training items: 1/8 of each class, rounded.
+    task = build_task(cfg)
+    labels = task.train_data.dataset.labels
+    expected = sum(int((labels == c).sum() / 8 + 0.5) for c in range(10))
+    assert (len(task.train_data), len(task.eval_data["val"])) == (512 - expected, expected)

@@ -23,8 +23,9 @@ REPORTING_KEYS = ("trainer.log_interval", "trainer.checkpoint_interval")
 # Names: the seed is what tables average over; the rest only name the run or configure Hydra.
 NAMING_KEYS = ("seed", "run_name", "hydra")
 # configs/<runner>.yaml's hydra.job.config.override_dirname.exclude_keys (a test holds them equal):
-# `experiment` names the folder above a multirun's runs already (experiment_name).
-FOLDER_NAME_EXCLUDES = ("experiment", *PLACEMENT_KEYS)
+# `experiment` names the folder above a multirun's runs already (experiment_name); `hparams_search` only
+# chooses the sweeper, whose trials' own values name the folders.
+FOLDER_NAME_EXCLUDES = ("experiment", "hparams_search", *PLACEMENT_KEYS)
 # What collect_results leaves out of the settings it groups runs by.
 BOOKKEEPING_KEYS = (*NAMING_KEYS, *PLACEMENT_KEYS, *REPORTING_KEYS)
 

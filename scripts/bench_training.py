@@ -1,12 +1,13 @@
 """Time of a whole training step (forward, backward, optimizer step, zero_grad) per optimizer, as a ratio.
 
-CIFAR ResNet-18 on synthetic CIFAR batches. Each optimizer trains its own copy of the same model; every
+CIFAR ResNet-18 on synthetic CIFAR batches, or (--model lstm) Zaremba's medium 2 x 650 LSTM language
+model over a 10,000-word vocabulary on a synthetic window of 35 x 20 tokens. Each optimizer trains its own copy of the same model; every
 round steps each optimizer once, in alternating order (interleaved, so drift in machine load hits all
 alike), and we report the median over the timed rounds. Each optimizer with critical momenta or gradients
 is divided by its plain counterpart (adam_cm / adam, sam_adam_cm / sam_adam) when that is in the list.
 
-    python scripts/bench_training.py [--optimizers adam,adam_cm,sam_adam,sam_adam_cm] [--steps 10]
-                                     [--batch-size 128] [--device cpu|cuda] [--precision bf16|fp32]
+    python scripts/bench_training.py [--model resnet18|lstm] [--optimizers adam,adam_cm,sam_adam,sam_adam_cm]
+                                     [--steps 10] [--batch-size 128] [--device cpu|cuda] [--precision bf16|fp32]
 """
 
 from __future__ import annotations
@@ -22,12 +23,32 @@ from torch.nn.functional import cross_entropy
 import cmopt
 from experiments.data.images import build_image_datasets
 from experiments.models.images import build_image_model
+from experiments.models.language import build_language_model
+
+VOCAB, BPTT = 10_000, 35  # Penn Treebank's vocabulary; the classic window
 
 
 def synthetic_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     data = build_image_datasets("synthetic", train_size=batch_size, test_size=1).train
     images, labels = zip(*(data[i] for i in range(batch_size)))
     return torch.stack(images).to(device), torch.tensor(labels).to(device)
+
+
+def workload(model_name: str, batch_size: int, device: torch.device):
+    """(build a model, the fixed batch, loss(model, batch), what one batch holds, their unit)."""
+    if model_name == "lstm":
+        tokens = torch.randint(0, VOCAB, (BPTT + 1, batch_size), generator=torch.Generator().manual_seed(0))
+        tokens = tokens.to(device)
+
+        def loss(model, batch):
+            logits, _ = model(batch[:-1], model.initial_hidden(batch.shape[1]))
+            return cross_entropy(logits.float().reshape(-1, VOCAB), batch[1:].reshape(-1))
+
+        return (lambda: build_language_model("lstm", VOCAB, emsize=650, nhid=650, layers=2, dropout=0.5),
+                tokens, loss, BPTT * batch_size, "tokens")
+    images, labels = synthetic_batch(batch_size, device)
+    return (lambda: build_image_model("resnet18", num_classes=10), (images, labels),
+            lambda model, batch: cross_entropy(model(batch[0]), batch[1]), batch_size, "images")
 
 
 def counterpart(name: str) -> str:
@@ -47,7 +68,8 @@ def main() -> None:
                         help="comma-separated cmopt names, e.g. adam,adam_cm,sam_adam,sam_adam_cm")
     parser.add_argument("--steps", type=int, default=10, help="timed rounds (median over them)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", choices=("resnet18", "lstm"), default="resnet18")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 128 images, or 20 LSTM columns")
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default=None,
@@ -65,16 +87,17 @@ def main() -> None:
     bf16 = precision == "bf16"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
-    images, labels = synthetic_batch(args.batch_size, device)
+    batch_size = args.batch_size or (20 if args.model == "lstm" else 128)
+    build, batch, loss, items, unit = workload(args.model, batch_size, device)
     runs = {}
     for name in names:
         torch.manual_seed(0)
-        model = build_image_model("resnet18", num_classes=10).to(device).train()
+        model = build().to(device).train()
         runs[name] = (model, cmopt.create_optimizer(name, model, lr=1e-3), [])
 
     def loss_of(model):
         with autocast:
-            return cross_entropy(model(images), labels)
+            return loss(model, batch)
 
     for i in range(args.warmup + args.steps):
         order = names[i % len(names):] + names[: i % len(names)]
@@ -96,14 +119,16 @@ def main() -> None:
         hardware = f"{torch.get_num_threads()} threads"
     else:
         hardware = torch.cuda.get_device_name(device)
-    print(f"CIFAR ResNet-18, synthetic batch {args.batch_size}, device {device} ({hardware}), {precision}; "
+    what = (f"2 x 650 LSTM LM, vocabulary {VOCAB}, synthetic window {BPTT} x {batch_size}" if args.model == "lstm"
+            else f"CIFAR ResNet-18, synthetic batch {batch_size}")
+    print(f"{what}, device {device} ({hardware}), {precision}; "
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up rounds")
-    print(f"{'optimizer':16s} {'step ms':>9s} {'images/s':>9s}   ratio")
+    print(f"{'optimizer':16s} {'step ms':>9s} {unit + '/s':>9s}   ratio")
     medians = {name: statistics.median(times) for name, (_, _, times) in runs.items()}
     for name, median in medians.items():
         base = counterpart(name)
         ratio = f"{median / medians[base]:.3f} x {base}" if base != name and base in medians else ""
-        print(f"{name:16s} {median * 1e3:9.1f} {args.batch_size / median:9.1f}   {ratio}")
+        print(f"{name:16s} {median * 1e3:9.1f} {items / median:9.1f}   {ratio}")
 
 
 if __name__ == "__main__":

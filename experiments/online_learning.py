@@ -1,9 +1,10 @@
-"""Online (continual) learning on a sequence of tasks (5-dataset, TinyImageNet, synthetic) with any cmopt optimizer.
+"""Online (continual) learning: a sequence of tasks (5-dataset, TinyImageNet, synthetic), any cmopt optimizer.
 
-    python -m experiments.online_learning                                  # 5-dataset, reduced ResNet-18, adam_cm
-    python -m experiments.online_learning benchmark=tiny_imagenet benchmark.classes_per_task=20 optimizer=sam_adam_cm
+    python -m experiments.online_learning                              # 5-dataset, reduced ResNet-18, adam_cm
+    python -m experiments.online_learning benchmark=tiny_imagenet benchmark.classes_per_task=20 \
+        optimizer=sam_adam_cm
     python -m experiments.online_learning -m optimizer=adam,adam_cg,adam_cm seed=0,1,2,3,4
-    python -m experiments.online_learning experiment=synthetic_tasks      # embedded data, seconds on a CPU
+    python -m experiments.online_learning experiment=synthetic_tasks  # embedded data, seconds on a CPU
 
 Each task is one stage of the engine: its training stream is seen once (trainer.epochs=1) in batches of
 10, with no replay. Task-incremental by default: logits outside an item's own task's classes are masked
@@ -55,7 +56,8 @@ def build_task(cfg: DictConfig) -> Task:
         raise ValueError(f"scenario={cfg.scenario!r}; valid: {', '.join(SCENARIOS)} "
                          "(task_incremental masks each task's logits, class_incremental uses one head).")
     benchmark = build_benchmark(**cfg.benchmark)
-    model = build_continual_model(**cfg.model, num_classes=benchmark.num_classes, image_shape=benchmark.image_shape)
+    model = build_continual_model(**cfg.model, num_classes=benchmark.num_classes,
+                                  image_shape=benchmark.image_shape)
     class_mask = (task_class_mask(benchmark.task_classes, benchmark.num_classes)
                   if cfg.scenario == "task_incremental" else None)
     eval_data = {}
@@ -117,7 +119,7 @@ def online_accuracy(lines: list[dict[str, Any]], batch_size: int) -> float | Non
 def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     result = train(cfg, build_task, run_dir)
     summary = result.summary  # None on processes other than the main one
-    if summary is not None and summary["tasks_trained"] == len(summary["task_names"]):
+    if summary is not None and summary.get("tasks_trained") == len(summary["task_names"]):
         plot_accuracy_matrix(summary["accuracy_matrix"], summary["task_names"], Path(run_dir) / HEATMAP_NAME)
     return result
 

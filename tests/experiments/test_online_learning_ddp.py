@@ -10,8 +10,8 @@ from experiments.data.continual import build_benchmark
 from tests.experiments.image_runner_helpers import compose_runner_config, metrics_lines
 from tests.experiments.test_image_classification_ddp import assert_ranks_identical, run_two_processes
 
-OVERRIDES = ("benchmark.train_size=100", "benchmark.test_size=51", "optimizer=adam_cm", "trainer.log_interval=4",
-             "trainer.checkpoint_interval=8", "trainer.flatness_at_end=false")
+OVERRIDES = ("benchmark.train_size=100", "benchmark.test_size=51", "optimizer=adam_cm",
+             "trainer.log_interval=4", "trainer.checkpoint_interval=8", "trainer.flatness_at_end=false")
 
 
 def test_two_processes_run_the_benchmark_and_agree(tmp_path):

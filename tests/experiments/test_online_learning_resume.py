@@ -15,8 +15,8 @@ from tests.experiments.image_runner_helpers import (
 
 RUNNER = "experiments.online_learning"
 # 5 tasks of 360 training images: 36 steps per task; checkpoints every 10 steps never fall on a task's end.
-ARGS = ("experiment=synthetic_tasks", "benchmark.train_size=400", "benchmark.test_size=50", "optimizer=adam_cm",
-        "trainer.checkpoint_interval=10", "trainer.log_interval=7")
+ARGS = ("experiment=synthetic_tasks", "benchmark.train_size=400", "benchmark.test_size=50",
+        "optimizer=adam_cm", "trainer.checkpoint_interval=10", "trainer.log_interval=7")
 FOLDER = Path("synthetic_tasks") / "synthetic_tasks_mlp_adam_cm_seed0"
 
 

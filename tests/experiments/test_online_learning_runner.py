@@ -169,7 +169,8 @@ def test_wandb_offline_holds_the_per_task_accuracies(tmp_path, monkeypatch):
     run(config("logger=wandb"), tmp_path)
     run_id = (tmp_path / "wandb_id.txt").read_text().strip()
     [offline] = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}")
-    logged = {(h["_step"], k): v for h in wandb_history(offline / f"run-{run_id}.wandb") for k, v in h.items()}
+    history = wandb_history(offline / f"run-{run_id}.wandb")
+    logged = {(h["_step"], k): v for h in history for k, v in h.items()}
     evaluations = [line for line in metrics_lines(tmp_path) if "t0_test_acc" in line]
     assert len(evaluations) == 6  # the untrained model, then after each of the 5 tasks
     for line in evaluations:
@@ -179,7 +180,8 @@ def test_wandb_offline_holds_the_per_task_accuracies(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("overrides, error, message", [
-    (("benchmark.name=mnist_split",), ValueError, r"Unknown benchmark 'mnist_split'. Valid names: five_datasets"),
+    (("benchmark.name=mnist_split",), ValueError,
+     r"Unknown benchmark 'mnist_split'. Valid names: five_datasets"),
     (("benchmark=tiny_imagenet", "benchmark.classes_per_task=30"), ValueError,
      r"classes_per_task=30 must divide TinyImageNet's 200 classes"),
     (("benchmark=five_datasets", "benchmark.order=[cifar10,kmnist]"), ValueError,
@@ -202,7 +204,8 @@ def test_on_the_command_line_a_bad_setting_is_one_message_and_exit_1(tmp_path):
     done = run_cli("benchmark=tiny_imagenet", "benchmark.classes_per_task=30", "logger=none",
                    f"runs_dir={tmp_path / 'runs'}", runner=RUNNER)
     assert done.returncode == 1
-    assert done.stderr.startswith("Error: benchmark.classes_per_task=30 must divide") and "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: benchmark.classes_per_task=30 must divide")
+    assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 2  # the message and the HYDRA_FULL_ERROR hint
     # An unknown benchmark option is Hydra's own one message, naming the valid options.
     done = run_cli("benchmark=mnist_split", f"runs_dir={tmp_path / 'runs'}", runner=RUNNER)

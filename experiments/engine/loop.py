@@ -142,7 +142,8 @@ class Trainer:
         self.latest: dict[str, Any] = {}  # the last logged value of every metric, for summary.json
         self.best: dict[str, Any] = {}  # with Task.select: the step and metrics of the best evaluation so far
         self.carried = None  # with Task.initial_state: the state carried to the next training batch
-        self.first_loss: torch.Tensor | float | None = None  # step 1's loss: a final one above it means divergence
+        # The last stage's first loss: a final training loss above it means divergence.
+        self.first_loss: torch.Tensor | float | None = None
         self.wall_time_before_s = 0.0  # time spent before the last resumption
         self.flatness_batch = (data.fixed_batch(self.stages[0], self.t.flatness_batch_size, task.collate_fn)
                                if self.t.flatness_interval or self.t.flatness_at_end else None)
@@ -194,7 +195,7 @@ class Trainer:
             for stage, epoch, index, batch in self._batches():
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
-                if self.progress.step == 0:
+                if epoch == 0 and index == 0:  # a stage's first step (continual tasks each start afresh)
                     self.first_loss = loss  # stays on the device; read with the next checkpoint or at the end
                 self.window.add(loss, count, stats, time.perf_counter() - started, self.progress.step + 1,
                                 stage, epoch)
@@ -489,18 +490,20 @@ class Trainer:
         return summary
 
     def _first_loss(self) -> float | None:
-        """Step 1's training loss, averaged over the processes (read from the device once, then kept)."""
+        """The last stage's first training loss, averaged over the processes (read from the device once)."""
         if isinstance(self.first_loss, torch.Tensor):
             total = distributed.sum_across_processes({"loss": self.first_loss.double()}, self.placement)["loss"]
             self.first_loss = float(total) / self.placement.world_size
         return self.first_loss
 
     def _warnings(self) -> list[str]:
-        """What a finished run's numbers say went wrong without a NaN: a final training loss above the first."""
+        """What a finished run's numbers say went wrong without a NaN: a final training loss above the first
+        of its (last) stage; an earlier stage's would compare different tasks of a continual run."""
         first, final = self._first_loss(), self.latest.get("train_loss")
         if first is None or final is None or final <= first:
             return []
-        return [f"The final training loss ({final:.4g}) is above the first step's ({first:.4g}): the run diverged "
+        which = "first step's of the last stage" if len(self.stages) > 1 else "first step's"
+        return [f"The final training loss ({final:.4g}) is above the {which} ({first:.4g}): the run diverged "
                 f"or did not learn. Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip "
                 "gradients (trainer.grad_clip=1.0), in a folder of its own (run_name=<new name>)."]
 

@@ -136,3 +136,32 @@ def test_config_yaml_holds_the_resolved_config(tmp_path):
     text = (tmp_path / "config.yaml").read_text()
     assert "run_name: x_0" in text and "${" not in text
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
+
+
+def scripted_losses_task(losses_by_stage: list[list[float]]) -> Task:
+    """Two-feature data in one or more stages whose training losses follow a script (gradients are zero)."""
+    script = iter([loss for stage in losses_by_stage for loss in stage])
+
+    def forward(model, batch):
+        x, y = batch
+        value = next(script) if model.training else 1.0
+        return model(x).sum() * 0 + value, len(y), {}
+
+    stages = [blobs(4 * len(stage), i) for i, stage in enumerate(losses_by_stage)]
+    return Task(model=nn.Linear(4, 3), train_data=stages if len(stages) > 1 else stages[0],
+                eval_data={}, forward=forward)
+
+
+@pytest.mark.parametrize("losses, warned", [
+    ([[1.0, 0.8, 1.2]], True),  # one stage ending above its first loss: diverged
+    ([[1.0, 0.8, 0.5]], False),
+    ([[1.0, 0.5, 0.2], [3.0, 2.5, 2.0]], False),  # a new task starts higher: compared with its own first loss
+    ([[1.0, 0.5, 0.2], [3.0, 2.5, 3.5]], True),
+])
+def test_a_run_ending_above_the_first_loss_of_its_last_stage_is_flagged(tmp_path, losses, warned):
+    cfg = compose_config("trainer.batch_size=4", "trainer.epochs=1", "trainer.max_steps=null",
+                         "trainer.log_interval=1", "trainer.flatness_at_end=false", "optimizer=sgd")
+    summary_ = train(cfg, lambda _: scripted_losses_task(losses), tmp_path).summary
+    assert bool(summary_["warnings"]) == warned
+    if warned:
+        assert f"({losses[-1][-1]:.4g}) is above" in summary_["warnings"][0]

@@ -443,17 +443,21 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         parser.error(f"unknown result {unknown[0]!r}; the definitions are: {', '.join(known)}, all")
-    started = time.perf_counter()
+    started, failed = time.perf_counter(), []
     for name in names:
         if args.command == "run":
             run(name, known[name], args.mini, args.launcher)
-            if args.launcher == "local":
+        if args.command == "collect" or args.launcher == "local":
+            try:
                 print(f"[{name}] collected in {collect(name, known[name], args.mini).relative_to(REPO)}")
-        else:
-            print(f"[{name}] collected in {collect(name, known[name], args.mini).relative_to(REPO)}")
-    if args.command == "run" and args.launcher == "local" or args.command == "collect":
+            except SystemExit as error:  # one result without runs does not stop the others
+                print(f"[{name}] {error}", file=sys.stderr)
+                failed.append(name)
+    if args.command == "collect" or args.launcher == "local":
         write_index()
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    print(f"done in {time.perf_counter() - started:.0f} s" + (f"; no results for {', '.join(failed)}" if failed else ""))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

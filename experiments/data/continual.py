@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from experiments.data.images import CIFAR_MEAN_STD, DatasetNotFoundError, cifar_layout_message
+from experiments.data.splits import balanced_holdout, labels_of
 from experiments.options import check_options
 
 log = logging.getLogger(__name__)
@@ -127,25 +128,6 @@ class TaskSplit(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image, _ = self.base[int(self.indices[index])]
         return image, int(self.labels[index]), self.task_id
-
-
-def labels_of(dataset: Dataset) -> np.ndarray:
-    """Every item's label without loading images (torchvision keeps them as targets or labels)."""
-    labels = getattr(dataset, "targets", None)
-    if labels is None:
-        labels = dataset.labels
-    return np.asarray(labels, dtype=np.int64)
-
-
-def balanced_holdout(labels: np.ndarray, fraction: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) indices: floor(fraction * n_c + 1/2) drawn at random from each class c; sorted."""
-    held = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        held.append(rng.permutation(members)[:int(fraction * len(members) + 0.5)])
-    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
-    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
 def make_task(name: str, task_id: int, local_classes: Sequence[int], global_label: Sequence[int],

@@ -7,6 +7,7 @@ closures, LR schedulers and SAM (`first_step`/`second_step`, `sam_step`) work un
 
 from __future__ import annotations
 
+import itertools
 import types
 from typing import Any
 
@@ -40,8 +41,7 @@ def compile_optimizer(optimizer: Optimizer, **compile_kwargs: Any) -> Optimizer:
             optimizer.load_state_dict(saved)  # the counters move onto the device (SAM: groups stay shared)
         compile_kwargs.setdefault("fullgraph", True)
     eager = target.step
-    compiled = torch.compile(_own_frame(lambda: eager(), len(_compiled_steps)), **compile_kwargs)
-    _compiled_steps.append(None)
+    compiled = torch.compile(_own_frame(lambda: eager(), next(_step_numbers)), **compile_kwargs)
 
     def step(self, closure=None):
         loss = None
@@ -56,7 +56,7 @@ def compile_optimizer(optimizer: Optimizer, **compile_kwargs: Any) -> Optimizer:
     return optimizer
 
 
-_compiled_steps: list[None] = []  # one entry per compile_optimizer call: numbers each step's own code object
+_step_numbers = itertools.count()  # names each compiled step's own code object
 
 
 def _own_frame(function: types.FunctionType, number: int) -> types.FunctionType:

@@ -115,16 +115,17 @@ def collect(name: str, definition: dict, mini: bool) -> Path:
     out.mkdir(parents=True)
     kind = definition["kind"]
     notes = []
+    title = f"Mini, embedded data (not the paper's numbers): {definition['title']}" if mini else definition["title"]
     if kind == "overhead":
         notes.append(write_overhead(source, out))
     else:
         rows = make_tables.make_tables([source], out, definition.get("tune", []))
         if kind == "curves":
-            notes.append(draw_curves(rows, definition["curve"], out / "curves.png", definition["title"]))
+            notes.append(draw_curves(rows, definition["curve"], out / "curves.png", title))
         if kind == "lr_sensitivity":
-            notes.append(draw_lr_sensitivity(rows, out / "lr_sensitivity.png", definition["title"]))
+            notes.append(draw_lr_sensitivity(rows, out / "lr_sensitivity.png", title))
         if kind == "ablation":
-            notes.append(draw_ablation(rows, definition["ablate"], out / "ablation.png", definition["title"]))
+            notes.append(draw_ablation(rows, definition["ablate"], out / "ablation.png", title))
         notes += copy_accuracy_matrices(rows, out)
     finished = [r for r in map(collect_results.load_run, collect_results.find_runs([source])) if r is not None]
     if finished:  # every finished run, one row each
@@ -165,6 +166,8 @@ def _label(row: dict) -> str:
 def draw_curves(rows: list[dict], metric: str, path: Path, title: str) -> str:
     """The metric against steps for each row's selected setting: mean over seeds, band of ± one std."""
     figure, axes = _figure(title, "step", metric)
+    if "ppl" in metric:
+        axes.set_yscale("log")  # perplexity falls by orders of magnitude early on
     for row in rows:
         if row["best"] is None:
             continue

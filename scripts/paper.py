@@ -251,14 +251,16 @@ def write_overhead(source: Path, out: Path) -> str:
     runs = [make_tables.load_attempt(d, []) for d in make_tables.attempted_runs([source])]
     by_model = defaultdict(dict)
     for run in runs:
-        if not run["failed"]:
-            data, model, optimizer = run["identity"]
-            by_model[(data, model)][optimizer] = run["summary"]
+        data, model, optimizer = run["identity"]
+        by_model[(data, model)][optimizer] = None if run["failed"] else run["summary"]
     lines = ["| data | model | optimizer | step time / Adam | optimizer state / Adam | step time (ms) |",
              "|---|---|---|---|---|---|"]
     for (data, model), summaries in sorted(by_model.items(), key=lambda kv: str(kv[0])):
         adam = summaries.get("adam")
         for optimizer, s in sorted(summaries.items()):
+            if s is None:
+                lines.append(f"| {data} | {model} | {optimizer} | failed (no summary.json) | — | — |")
+                continue
             time_ratio = f"{s['step_time_s'] / adam['step_time_s']:.2f}" if adam else "—"
             state_ratio = (f"{s['optimizer_state_bytes'] / adam['optimizer_state_bytes']:.2f}"
                            if adam and adam.get("optimizer_state_bytes") else "—")

@@ -91,7 +91,9 @@ def exit_on_user_error():
     """Errors a user can fix (bad config, missing data, diverged loss) end in one message and exit code 1.
 
     HYDRA_FULL_ERROR=1 shows the traceback instead, as Hydra does for its own errors. Either way, and for
-    any other error or an interrupt, the run's log file says how the run ended.
+    any other error or an interrupt, the run's log file says how the run ended. In a multirun the error
+    fails that run only: the message is printed and raised as RunFailed, which Hydra records, and the
+    sweep goes on with its other runs (one diverged learning rate must not cancel the rest of a grid).
     """
     try:
         yield
@@ -100,10 +102,25 @@ def exit_on_user_error():
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Error: {error}\n(Set HYDRA_FULL_ERROR=1 for the traceback.)", file=sys.stderr)
+        if _in_multirun():
+            raise RunFailed(str(error)) from None
         sys.exit(1)
     except BaseException as error:  # noqa: BLE001  (logged, then raised on as it was)
         _log_to_files(f"Stopped by {type(error).__name__}: {error}")
         raise
+
+
+class RunFailed(RuntimeError):
+    """One run of a multirun stopped with a user error (already printed); the sweep's other runs go on."""
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return False
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _log_to_files(message: str) -> None:

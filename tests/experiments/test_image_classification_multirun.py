@@ -45,3 +45,14 @@ def test_the_submitit_local_launcher_runs_a_sweep(tmp_path):
     sweep = tmp_path / "smoke" / "multirun"
     suffix = ",trainer.eval_interval=3,trainer.flatness_max_iter=3,trainer.max_steps=3"
     assert all(summary(sweep / f"seed={s}{suffix}")["status"] == "finished" for s in (0, 1))
+
+
+def test_a_run_that_fails_in_a_sweep_does_not_cancel_the_others(tmp_path):
+    # lr 1e9 turns the loss into NaN: that run stops with its message; the next one still trains.
+    done = run_cli("-m", "optimizer=sgd", "optimizer.lr=1e9,0.01", *TINY, f"runs_dir={tmp_path}", timeout=300)
+    assert done.returncode == 1
+    assert "Error: The training loss is nan" in done.stderr
+    sweep = tmp_path / "smoke" / "multirun"
+    finished = [p.parent.name for p in sweep.glob("*/summary.json")]
+    assert len(finished) == 1 and "optimizer.lr=0.01" in finished[0]
+    assert summary(sweep / finished[0])["status"] == "finished"

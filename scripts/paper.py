@@ -289,21 +289,21 @@ def write_result_readme(name: str, definition: dict, mini: bool, out: Path, note
 # ---- measured step times -----------------------------------------------------------------------------
 
 def measure(names: list[str], device: str, max_batch: int, steps: int) -> Path:
-    """Seconds per training step (forward, backward, adam_cm step) of each definition's first full
-    experiment, on random inputs of the real shapes; batches above `max_batch` are timed at `max_batch`
-    and scaled linearly. SAM runs take about twice as long; the estimate does not count evaluations."""
+    """Seconds per training step (forward, backward, adam_cm step) of every experiment the definitions'
+    full sweeps use, on random inputs of the real shapes, keyed "<runner>/<experiment>"; batches above
+    `max_batch` are timed at `max_batch` and scaled linearly."""
     import torch
 
     import cmopt
     from hydra import compose, initialize_config_dir
 
     measured = step_times()
-    for name in names:
-        definition = definitions()[name]
-        runner, grid = sweeps(definition, mini=False)[0]
-        overrides = [f"experiment={grid['experiment'][0]}"] if "experiment" in grid else []
+    wanted = sorted({(runner, experiment) for name in names for runner, grid in sweeps(definitions()[name], False)
+                     for experiment in grid["experiment"]})
+    for runner, experiment in wanted:
+        name = f"{runner}/{experiment}"
         with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-            cfg = compose(runner, overrides=overrides)
+            cfg = compose(runner, overrides=[f"experiment={experiment}"])
         model, batch, loss_fn = _model_and_batch(runner, cfg, min(cfg.trainer.batch_size, max_batch), device)
         optimizer = cmopt.create_optimizer("adam_cm", model, lr=1e-4)
         times = []
@@ -373,13 +373,24 @@ def step_times() -> dict:
 
 
 def compute_estimate(name: str, definition: dict) -> str:
-    """Runs x steps x the step time measured on this machine (and a GPU, if measured), in hours."""
-    measured = step_times().get(name, {})
-    total_steps = run_count(definition, mini=False) * definition["steps_per_run"]
+    """Runs x steps x the step time measured for each run's experiment (SAM runs count twice: two passes),
+    on each device measured, in hours; evaluations are not counted."""
+    measured, total_steps = step_times(), run_count(definition, mini=False) * definition["steps_per_run"]
+    seconds: dict[str, float] = defaultdict(float)
+    complete = True
+    for runner, grid in sweeps(definition, mini=False):
+        others = math.prod(len(v) for k, v in grid.items() if k not in ("experiment", "optimizer"))
+        passes = sum(2 if o.startswith("sam_") else 1 for o in grid.get("optimizer", ["adam"]))
+        for experiment in grid["experiment"]:
+            times = measured.get(f"{runner}/{experiment}")
+            if not times:
+                complete = False
+                continue
+            for device, step_s in times.items():
+                seconds[device] += others * passes * definition["steps_per_run"] * step_s
     parts = [f"{total_steps:,} steps"]
-    for device, seconds in sorted(measured.items()):
-        parts.append(f"{total_steps * seconds / 3600:,.0f} h on {device} ({seconds:.3g} s/step)")
-    return "; ".join(parts) if measured else parts[0] + " (step time not measured)"
+    parts += [f"~{total / 3600:,.0f} h on {device}" for device, total in sorted(seconds.items())]
+    return "; ".join(parts) if seconds and complete else parts[0] + " (step time not measured)"
 
 
 def status(name: str) -> str:
@@ -403,6 +414,11 @@ def write_index() -> Path:
              "`collect` selects every tuned value on validation and writes `results/paper/<name>/`. The mini "
              "versions run the same pipeline at toy scale on embedded data "
              "([`paper_mini/`](paper_mini/)): they check the pipeline, they are not the paper's numbers.", "",
+             "Compute: runs × steps × the training-step time that `python scripts/paper.py measure` measured for "
+             "each run's model (adam_cm on random inputs of the real shapes; batches above 32 timed at 32 and "
+             "scaled; SAM runs counted twice; evaluations not counted), kept in "
+             "[`paper/step_times.json`](paper/step_times.json) with the machine. No GPU has measured it yet: "
+             "`measure --device cuda` adds one.", "",
              "| result | what | runs | status here | compute for the full runs | command |", "|---|---|---|---|---|---|"]
     for name, definition in definitions().items():
         link = (f"[{name}](paper_mini/{name}/README.md)" if (results_dir(name, True) / "README.md").is_file()

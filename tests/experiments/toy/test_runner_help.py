@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[3]
-IMAGE_GROUPS = ["dataset", "model", "optimizer", "scheduler", "trainer", "logger", "experiment", "hydra/launcher"]
+COMMON_GROUPS = ["optimizer", "scheduler", "trainer", "logger", "experiment", "hparams_search", "hydra/launcher"]
+RUNNER_GROUPS = {  # each training runner's --help: its own data and model options only
+    "image_classification": {"dataset": ["cifar10", "cifar100", "imagenet", "synthetic"],
+                             "model": ["resnet18", "resnet34", "wrn28_10", "efficientnet_b0", "resnet50", "small_cnn"]},
+    "language_modeling": {"dataset": ["ptb", "wikitext2", "text", "synthetic_lm"], "model": ["lstm"]},
+    "online_learning": {"benchmark": ["five_datasets", "tiny_imagenet", "synthetic_tasks"],
+                        "model": ["reduced_resnet18", "mlp"]},
+}
 
 
 def help_text(module: str) -> str:
@@ -46,12 +53,15 @@ def test_toy_help_shows_the_settings_with_overrides_applied(override):
     assert re.search(rf"^capacity: {3 if override else 5}$", done.stdout, re.MULTILINE)
 
 
-def test_image_help_lists_exactly_its_own_groups_with_existing_options():
-    text = help_text("experiments.image_classification")
-    assert text.startswith("python -m experiments.image_classification: train an image classifier")
+@pytest.mark.parametrize("runner", sorted(RUNNER_GROUPS))
+def test_each_training_runner_help_lists_exactly_its_own_groups_with_existing_options(runner):
+    text = help_text(f"experiments.{runner}")
+    assert text.startswith(f"python -m experiments.{runner}: ")
     section = text.split("== Config groups (group=option) ==\n")[1].split("\n\n")[0]
     listed = dict(line.split(": ", 1) for line in section.splitlines())
-    assert list(listed) == IMAGE_GROUPS  # not toy/, nor any other runner's groups
+    assert list(listed) == [*RUNNER_GROUPS[runner], *COMMON_GROUPS]  # not toy/, nor another runner's groups
+    for group, options in RUNNER_GROUPS[runner].items():
+        assert listed[group].split(", ") == options
     for group, options in listed.items():
         for option in options.split(", "):
             assert (REPOSITORY / "configs" / group / f"{option}.yaml").is_file(), f"{group}={option}"

@@ -157,10 +157,10 @@ def _figure(title: str, xlabel: str, ylabel: str):
 
 
 def _label(row: dict) -> str:
-    optimizer = row["group"][2]
-    fixed = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row["fixed"].items())
-    data_model = f"{row['group'][0]}/{row['group'][1]}"
-    return f"{optimizer}" + (f" ({fixed})" if fixed else "") + ("" if data_model.count("None") else "")
+    """'optimizer (model, other settings of the row)': a definition may hold several models."""
+    _, model, optimizer = row["group"][:3]
+    details = [str(model), *(f"{k.split('.')[-1]}={v}" for k, v in row["fixed"].items())]
+    return f"{optimizer} ({', '.join(details)})"
 
 
 def draw_curves(rows: list[dict], metric: str, path: Path, title: str) -> str:

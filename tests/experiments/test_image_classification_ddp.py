@@ -135,3 +135,21 @@ def test_a_missing_dataset_stops_every_process_with_the_message_instead_of_hangi
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert done.stderr.count("cifar-10-batches-py") >= 2, done.stderr[-3000:]  # both processes say where
+
+
+def test_a_nonfinite_loss_stops_both_processes_with_one_message_and_saves_nothing_bad(tmp_path):
+    # Finiteness is checked on all processes together (at log lines and before checkpoints), so both
+    # processes stop with the same message; neither waits forever in an all-reduce the other never joins.
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+         "experiments.image_classification", "experiment=smoke", "optimizer=sgd", "optimizer.lr=1e9",
+         "trainer.log_interval=3", "trainer.checkpoint_interval=2", "trainer.flatness_at_end=false",
+         f"runs_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    messages = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(messages) == 2 and messages[0] == messages[1], done.stderr[-3000:]
+    assert "NaN or infinite" in messages[0] or "is nan" in messages[0] or "is inf" in messages[0]
+    for saved in tmp_path.rglob("checkpoint.pt"):  # whatever was saved is a good state
+        state = torch.load(saved, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["model"].values())

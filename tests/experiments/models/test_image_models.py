@@ -80,11 +80,24 @@ def test_every_model_config_builds_its_model():
     from experiments.models.continual import CONTINUAL_MODEL_NAMES, build_continual_model
     from experiments.models.language import LANGUAGE_MODEL_NAMES, build_language_model
 
-    builders = {**{n: lambda c: build_image_model(**c, num_classes=3) for n in IMAGE_MODEL_NAMES},
-                **{n: lambda c: build_continual_model(**c, num_classes=3) for n in CONTINUAL_MODEL_NAMES},
-                **{n: lambda c: build_language_model(**c, vocab_size=3) for n in LANGUAGE_MODEL_NAMES}}
+    images = torch.randn(2, 3, 32, 32)
+
+    def image_outputs(model):
+        return model.eval()(images).shape
+
+    def language_outputs(model):
+        return model(torch.zeros(4, 2, dtype=torch.long), model.initial_hidden(2))[0].shape
+
+    builders = {**{n: (lambda c: build_image_model(**c, num_classes=3), image_outputs, (2, 3))
+                   for n in IMAGE_MODEL_NAMES},
+                **{n: (lambda c: build_continual_model(**c, num_classes=3), image_outputs, (2, 3))
+                   for n in CONTINUAL_MODEL_NAMES},
+                **{n: (lambda c: build_language_model(**c, vocab_size=3), language_outputs, (4, 2, 3))
+                   for n in LANGUAGE_MODEL_NAMES}}
     files = {path.stem: OmegaConf.load(path) for path in CONFIGS.glob("*.yaml")}
     assert set(files) == set(builders)
     for stem, config in files.items():
         assert config.name == stem
-        assert isinstance(builders[stem](config), nn.Module)
+        build, outputs, expected = builders[stem]
+        with torch.no_grad():
+            assert tuple(outputs(build(config))) == expected, stem  # one score per class (or word)

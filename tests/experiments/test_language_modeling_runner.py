@@ -111,7 +111,8 @@ def test_a_killed_sam_run_resumes_bit_for_bit(tmp_path):
     check_resume(tmp_path, "sam_adam_cm")
 
 
-# float32 rounding of DDP's gradient average (a/2 + b/2), amplified by Adam where the second moment is small.
+# float32 rounding of DDP's gradient average (a/2 + b/2), amplified by Adam where the second moment is small:
+# measured 6.0e-8 for adam and 5.5e-7 for adam_cm after 8 steps, while the weights move by 8e-2 and 3.7e-1.
 DDP_ATOL = 5e-5
 
 

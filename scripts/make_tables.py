@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_results, bes
 
 import collect_results  # noqa: E402
 from collect_results import TABLE_METRICS, Metric, flatten, load_run, shown  # noqa: E402
+from collect_results import mean_and_std as cell  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,6 @@ def select(runs: list[dict], tuned: list[str], seeds_expected: int | None = None
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def cell(values: list[float], metric: Metric) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return metric.show(values[0])
-    return f"{metric.show(statistics.mean(values))} ± {metric.show(statistics.stdev(values))}"
 
 
 def seeds_note(best: dict, expected: int) -> str:

@@ -81,3 +81,24 @@ def test_an_unknown_result_is_one_message():
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "run", "cifar11"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2 and "unknown result 'cifar11'" in done.stderr and "cifar10" in done.stderr
+
+
+@pytest.mark.slow
+def test_every_mini_result_runs_end_to_end(tmp_path):
+    # About 10 minutes on 2 cores: every definition's mini sweeps, collected, into a folder of the test's own.
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "--root", str(tmp_path), "run", "all",
+                           "--mini"], capture_output=True, text=True, timeout=3600, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    figures = {"curves": "curves.png", "lr_sensitivity": "lr_sensitivity.png", "ablation": "ablation.png"}
+    for name, definition in DEFINITIONS.items():
+        out = tmp_path / "results" / "paper_mini" / name
+        readme = (out / "README.md").read_text()
+        assert readme.startswith(f"# {definition['title']}") and "not the paper's numbers" in readme
+        rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
+        assert len(rows) >= 2 and all("none: no run finished" not in row for row in rows), name
+        if definition["kind"] in figures:
+            assert (out / figures[definition["kind"]]).stat().st_size > 10_000
+        if name.startswith("online_"):
+            assert list(out.glob("accuracy_matrix_*.png"))
+    index = (tmp_path / "results" / "README.md").read_text()
+    assert all(f"[{name}](paper_mini/{name}/README.md)" in index for name in DEFINITIONS)

@@ -89,7 +89,8 @@ class CriticalBuffer:
         return self.priorities[: min(int(self.steps), self.capacity)]
 
     def nbytes(self) -> int:
-        """Bytes of the stored entries and running sums (the C priorities are not counted)."""
+        """Bytes of the C stored entries and running sums (the C priorities are not counted; nor is the
+        scratch entry a `DeviceBuffer` keeps per tensor, see there)."""
         return sum(t.numel() * t.element_size() for t in (*self.rows.values(), *self.sums.values()))
 
     def state_dict(self) -> dict[str, Any]:
@@ -159,7 +160,38 @@ class HostBuffer(CriticalBuffer):
 
 
 class DeviceBuffer(CriticalBuffer):
-    """Counters are 0-d int64 device tensors; the decision is (entry index, admitted) on the device."""
+    """Counters are 0-d int64 device tensors; the decision is (entry index, admitted) on the device.
+
+    Each tensor's rows are the first C entries of a (C + 1, *shape) tensor (`_slots`); the last entry is
+    scratch. `store` writes every candidate unconditionally, to its entry if admitted, else to the
+    scratch entry, so it never reads the rows it writes: a select between the candidate and the old
+    entry made the compiled step materialise (allocate and free) a temporary per tensor every step.
+    `rows`, `nbytes` and the state dict's shapes hold the C entries only; the scratch entry costs one
+    more parameter's bytes per tensor in memory (and `torch.save` of the state dict writes it too,
+    since the rows it holds are views).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots: dict[int, torch.Tensor] = {}
+
+    def track(self, position: int, param: torch.Tensor) -> None:
+        if position not in self.rows:
+            dtype = self.buffer_dtype or param.dtype
+            self._attach(position, torch.zeros((self.capacity + 1, *param.shape), dtype=dtype, device=param.device))
+            self.sums[position] = torch.zeros(param.shape, dtype=dtype, device=param.device)
+
+    def _attach(self, position: int, slots: torch.Tensor) -> None:
+        self._slots[position], self.rows[position] = slots, slots[: self.capacity]
+
+    def load_state_dict(self, state: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
+        super().load_state_dict(state, params)
+        self._slots = {}
+        for position, rows in list(self.rows.items()):
+            slots = torch.empty((self.capacity + 1, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+            slots[: self.capacity].copy_(rows)
+            slots[self.capacity].zero_()
+            self._attach(position, slots)
 
     def _counter(self, value) -> torch.Tensor:
         return torch.as_tensor(value, dtype=torch.int64).to(self.priorities.device).clone()
@@ -176,14 +208,16 @@ class DeviceBuffer(CriticalBuffer):
     def store(self, ops: Ops, decision, positions, candidates) -> None:
         index, admitted = decision
         for i, candidate in zip(positions, candidates):
-            row, total = self.rows[i], self.sums[i]
-            at, keep = index.to(row.device).view(1), admitted.to(row.device)
-            old = row.index_select(0, at)[0]  # zeros while the buffer is filling
-            row.index_copy_(0, at, torch.where(keep, candidate.to(row.dtype), old).unsqueeze(0))
-            if _narrower(row, candidate):
-                total.copy_(torch.where(keep, _sum_of_entries(row, candidate.dtype), total))
-            else:
+            slots, total = self._slots[i], self.sums[i]
+            at, keep = index.to(slots.device).view(1), admitted.to(slots.device)
+            narrow = _narrower(slots, candidate)
+            if not narrow:  # before the write: no read of the slots follows it, so it is done in place
+                old = slots.index_select(0, at)[0]  # zeros while the buffer is filling
                 total.copy_(torch.where(keep, (total - old) + candidate, total))
+            to = torch.where(keep, at, self.capacity)  # rejected: the scratch entry takes the write
+            slots.index_copy_(0, to, candidate.to(slots.dtype).unsqueeze(0))
+            if narrow:
+                total.copy_(torch.where(keep, _sum_of_entries(slots[: self.capacity], candidate.dtype), total))
 
     def commit(self, priority: torch.Tensor, decision, decay: float) -> None:
         index, admitted = decision

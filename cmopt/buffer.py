@@ -166,9 +166,9 @@ class DeviceBuffer(CriticalBuffer):
     scratch. `store` writes every candidate unconditionally, to its entry if admitted, else to the
     scratch entry, so it never reads the rows it writes: a select between the candidate and the old
     entry made the compiled step materialise (allocate and free) a temporary per tensor every step.
-    `rows`, `nbytes` and the state dict's shapes hold the C entries only; the scratch entry costs one
-    more parameter's bytes per tensor in memory (and `torch.save` of the state dict writes it too,
-    since the rows it holds are views).
+    `rows` and the state dict's shapes hold the C entries only; the scratch entry costs one more
+    parameter's bytes per tensor in memory, which `nbytes` counts (and `torch.save` of the state dict
+    writes it too, since the rows it holds are views).
     """
 
     def __init__(self, *args, **kwargs):
@@ -180,6 +180,10 @@ class DeviceBuffer(CriticalBuffer):
             dtype = self.buffer_dtype or param.dtype
             self._attach(position, torch.zeros((self.capacity + 1, *param.shape), dtype=dtype, device=param.device))
             self.sums[position] = torch.zeros(param.shape, dtype=dtype, device=param.device)
+
+    def nbytes(self) -> int:
+        """Bytes held: the C entries, the scratch entry and the running sum of every tensor."""
+        return sum(t.numel() * t.element_size() for t in (*self._slots.values(), *self.sums.values()))
 
     def _attach(self, position: int, slots: torch.Tensor) -> None:
         self._slots[position], self.rows[position] = slots, slots[: self.capacity]

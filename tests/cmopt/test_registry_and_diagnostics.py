@@ -56,6 +56,15 @@ def test_state_bytes_are_capacity_plus_moments_times_parameter_bytes(cls, capaci
     assert optimizer_state_bytes(opt) == (capacity + extra) * param_bytes
 
 
+def test_the_capturable_path_counts_its_scratch_entry():
+    # The device-decision buffer keeps one scratch entry per tensor (its compiled store needs no temporary).
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in [(64, 3, 3, 3), (64,), (10, 64)]]
+    opt = AdamCM(params, capacity=5, capturable=True)
+    step_once(opt, params)
+    # m, v, the running sum, C entries and the scratch one; plus each tensor's step counter, a 4-byte tensor here.
+    assert optimizer_state_bytes(opt) == (5 + 1 + 3) * sum(p.numel() * 4 for p in params) + 4 * len(params)
+
+
 def test_bfloat16_buffer_halves_the_buffer_share():
     params = [torch.nn.Parameter(torch.zeros(100, 10))]
     opt = AdamCM(params, capacity=5, buffer_dtype=torch.bfloat16)

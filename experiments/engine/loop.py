@@ -143,7 +143,7 @@ class Trainer:
         # Training passes go through the compiled model; evaluation and flatness (double backward) stay eager.
         self.train_model = torch.compile(self.ddp_model) if self.t.compile in ("model", "both") else self.ddp_model
         self.batch_size = _per_process_batch_size(self.t.batch_size, placement.world_size)
-        self.eval_batch_size = self.t.get("eval_batch_size") or self.t.batch_size  # global, like batch_size
+        self.eval_batch_size = self.t.eval_batch_size or self.t.batch_size  # global, like batch_size
         self.stages = task.stages
         self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
         self.epochs, self.total_steps = self._length()
@@ -207,7 +207,7 @@ class Trainer:
         # Log lines (evaluations) print above the bar instead of through it.
         with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=self.progress.step,
                                            disable=not self.placement.is_main, desc=name, dynamic_ncols=True) as bar:
-            if self.progress.step == 0 and self.t.get("eval_at_start"):
+            if self.progress.step == 0 and self.t.eval_at_start:
                 self._log(self.evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
                 started = time.perf_counter()
@@ -629,9 +629,7 @@ def _due(step: int, interval: int | None) -> bool:
 
 
 def _per_process_batch_size(batch_size: int, world_size: int) -> int:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"trainer.batch_size={batch_size!r} must be a positive integer (the global batch), "
-                         "e.g. trainer.batch_size=128.")
+    # A positive integer already (engine/settings.py); here only its split over the processes is checked.
     if batch_size < world_size or batch_size % world_size:
         raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must split evenly over "
                          f"{world_size} processes; use a multiple of {world_size}.")

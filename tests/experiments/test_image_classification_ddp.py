@@ -12,6 +12,7 @@ rank r the items k B + r, k B + r + 2, ... of it.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -147,9 +148,9 @@ def test_a_nonfinite_loss_stops_both_processes_with_one_message_and_saves_nothin
          f"runs_dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    messages = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    # Each process prints its message on stderr; a progress bar's carriage returns may share its line.
+    messages = re.findall(r"Error: ((?:The training loss is|A weight became) [^\n]*)", done.stderr)
     assert len(messages) == 2 and messages[0] == messages[1], done.stderr[-3000:]
-    assert "NaN or infinite" in messages[0] or "is nan" in messages[0] or "is inf" in messages[0]
     for saved in tmp_path.rglob("checkpoint.pt"):  # whatever was saved is a good state
         state = torch.load(saved, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["model"].values())

@@ -1,8 +1,11 @@
-"""A state dict saved by an earlier version of cmopt (before the critical buffer became one object)
-still loads with `weights_only=True` and continues exactly as an uninterrupted run.
+"""State dicts saved by earlier versions of cmopt still load with `weights_only=True` and continue
+exactly as an uninterrupted run.
 
-The fixtures in fixtures/ were written by `python -m tests.cmopt.test_saved_state` at that version:
-two parameter groups, float64, capacity 3 (full after 6 steps), for the default and capturable paths.
+Two earlier layouts, each written at its version by `write_fixtures` below: `v0_1_0_*` (cmopt 0.1.0:
+priorities and counters in the param groups, each tensor's entries in its own state) and
+`critical_buffers_*` (0.1.0 after the buffer became one object per group: a top-level
+`critical_buffers` list). Two parameter groups, float64, capacity 3 (full after 6 steps), for the
+default and capturable paths.
 """
 
 from __future__ import annotations
@@ -44,14 +47,18 @@ def train(params, opt, steps: range) -> None:
         opt.step()
 
 
-def fixture_path(kind: str, capturable: bool) -> pathlib.Path:
-    return FIXTURES / f"v0_1_0_{kind}{'_capturable' if capturable else ''}.pt"
+def fixture_path(kind: str, capturable: bool, layout: str) -> pathlib.Path:
+    return FIXTURES / f"{layout}_{kind}{'_capturable' if capturable else ''}.pt"
 
 
+LAYOUTS = ("v0_1_0", "critical_buffers")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("capturable", [False, True])
 @pytest.mark.parametrize("kind", list(CLASSES))
-def test_state_saved_by_version_0_1_0_loads_and_continues(kind, capturable):
-    saved = torch.load(fixture_path(kind, capturable), weights_only=True)
+def test_state_saved_by_an_earlier_version_loads_and_continues(kind, capturable, layout):
+    saved = torch.load(fixture_path(kind, capturable, layout), weights_only=True)
     straight, opt_straight = build(kind, capturable)
     train(straight, opt_straight, range(SAVED_AFTER))
     for p, q in zip(sum(straight, []), saved["params"]):
@@ -68,15 +75,18 @@ def test_state_saved_by_version_0_1_0_loads_and_continues(kind, capturable):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-14)
 
 
-def write_fixtures() -> None:
+def write_fixtures(layout: str) -> None:
+    """Run at the version whose layout is `layout` (the saved files are that version's record)."""
     FIXTURES.mkdir(exist_ok=True)
     for kind in CLASSES:
         for capturable in (False, True):
             params, opt = build(kind, capturable)
             train(params, opt, range(SAVED_AFTER))
             flat = [p.detach().clone() for p in sum(params, [])]
-            torch.save({"params": flat, "optimizer": opt.state_dict()}, fixture_path(kind, capturable))
+            torch.save({"params": flat, "optimizer": opt.state_dict()}, fixture_path(kind, capturable, layout))
 
 
 if __name__ == "__main__":
-    write_fixtures()
+    import sys
+
+    write_fixtures(sys.argv[1])

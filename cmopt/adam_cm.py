@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from cmopt._adam import CriticalAdam, adam_apply
+from cmopt._adam import CriticalAdam, adam_update, adam_update_one, lr_product, lr_scalar
+from cmopt.buffer import CriticalBuffer
 
 
 class AdamCM(CriticalAdam):
     """Adam whose update direction is the momentum plus the mean of a buffer of critical momenta.
 
-    Reproduces the authors' released arithmetic (spec/optimizers.md): decoupled weight decay; the
+    Reproduces the authors' released arithmetic (docs/optimizers.md): decoupled weight decay; the
     first step stores the raw gradient and moves nothing; the second moment is built from the
     aggregated direction d = m + mean(buffer). capacity=0 is exactly torch.optim.AdamW.
 
@@ -21,31 +22,61 @@ class AdamCM(CriticalAdam):
         foreach: multi-tensor kernels (True) or a tensor-by-tensor loop (False); default: True
             on accelerators, False on the CPU, where the loop is faster.
         capturable: keep every decision on the device (no host sync; CUDA-graph and compile friendly).
+        priority_group: under ZeroRedundancyOptimizer, the process group to sum the priority over.
     """
 
     buffer_key = "critical_momenta"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
-                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
-        super().__init__(params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable)
+                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False, priority_group=None):
+        super().__init__(params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable,
+                         priority_group)
 
-    def _update(self, group, ops, params, grads, states, *, first, plus_mean):
-        lr, weight_decay = group["lr"], group["weight_decay"]
-        if weight_decay != 0:
-            # Compiled: lr as a tensor here, else torch.compile keeps the traced lr (a scheduler's change is lost).
-            factor = 1 - (torch.ones((), dtype=torch.float64) * lr if group["capturable"] else lr) * weight_decay
-            ops.mul_(params, factor)
-        if first and plus_mean is not None:
-            # Released-code quirk: the first step only stores g; d = 0 leaves m, v and p unchanged.
-            self._advance(states, group["capturable"])
-            return grads
-        exp_avgs = [s["exp_avg"] for s in states]
-        ops.lerp_(exp_avgs, grads, 1 - group["betas"][0])  # m <- β1·m + (1-β1)·g
-        if plus_mean is not None:
-            directions = plus_mean(exp_avgs)  # d = m + mean(B)
-            squared = directions  # released-code quirk: the second moment tracks d², not g²
-        else:
-            directions, squared = exp_avgs, grads  # no buffer: exactly AdamW
-        steps = self._advance(states, group["capturable"])
-        adam_apply(ops, group, params, directions, [s["exp_avg_sq"] for s in states], squared, steps)
-        return exp_avgs  # the candidate: m
+    def _update(self, group, tensors, indices, buffer, first):
+        beta1, beta2 = group["betas"]
+        adam_cm(tensors.pick("params", indices), tensors.pick("grads", indices), tensors.local("exp_avg", indices),
+                tensors.local("exp_avg_sq", indices), tensors.pick("steps", indices), buffer, first=first,
+                lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+                foreach=tensors.foreach, capturable=group["capturable"])
+
+
+def adam_cm(params, grads, exp_avgs, exp_avg_sqs, steps, buffer: CriticalBuffer | None, *, first: bool, lr,
+            beta1: float, beta2: float, eps: float, weight_decay: float, foreach: bool, capturable: bool) -> None:
+    """One Adam+CM step on tensors that are all on their first step or all past it (docs/optimizers.md):
+
+        p <- p·(1 - lr·wd);  first step: offer g, move nothing.  Later:
+        m <- β1·m + (1-β1)·g;  d = m + mean(B);  v <- β2·v + (1-β2)·d²;  p <- p - lr·m̂(d)/(sqrt(v̂) + ε);  offer m.
+
+    `buffer` is None with C = 0, and then this is AdamW (d = m, v from g²). `steps` are the new t.
+    """
+    hyper = dict(lr=lr_scalar(lr, capturable), beta1=beta1, beta2=beta2, eps=eps, capturable=capturable)
+    decay_factor = lr_product(lr, weight_decay, capturable) if weight_decay != 0 else None
+    if not foreach:
+        for i, (p, g, m, v, t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
+            if weight_decay != 0:
+                p.mul_(decay_factor)
+            if first and buffer is not None:  # released-code quirk: the first step only stores g
+                buffer.insert([g], at=i)
+                continue
+            m.lerp_(g, 1 - beta1)
+            if buffer is None:
+                adam_update_one(p, m, v, g, t, **hyper)  # no buffer: exactly AdamW
+            else:
+                (d,) = buffer.add_mean([m], at=i)  # d = m + mean(B)
+                adam_update_one(p, d, v, d, t, **hyper)  # released-code quirk: v tracks d², not g²
+            if buffer is not None:
+                buffer.insert([m], at=i)
+        return
+    if weight_decay != 0:
+        torch._foreach_mul_(params, decay_factor)
+    if first and buffer is not None:
+        buffer.insert(grads)
+        return
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    if buffer is None:
+        adam_update(params, exp_avgs, exp_avg_sqs, grads, steps, **hyper)
+    else:
+        directions = buffer.add_mean(exp_avgs)
+        adam_update(params, directions, exp_avg_sqs, directions, steps, **hyper)
+    if buffer is not None:
+        buffer.insert(exp_avgs)

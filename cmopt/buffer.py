@@ -6,230 +6,215 @@ gradient norms; it is appended while the buffer has room, else it replaces the l
 entry if strictly higher (the first one on ties). Then every priority decays by λ. The optimizer
 reads the mean of the entries before the insertion.
 
-Layout: for the tensor at position i of the group, `rows[i]` is one (C, *shape) tensor (entry j is
-`rows[i][j]`) and `sums[i]` the running sum of its entries; `priorities` is (C,); `steps` counts
-insertion attempts, so min(steps, C) entries are held, and `admissions` the candidates kept.
+Where it lives: in the optimizer's own state, so that everything that carries optimizer state
+(`state_dict`, torch.distributed.checkpoint, ZeroRedundancyOptimizer) carries the buffer too.
+- Per tensor, `state[p][key]` is one (C, *shape) tensor (entry j is row j; key is
+  `critical_momenta` or `critical_gradients`) and `state[p]["critical_sum"]` the running sum of its
+  entries. A sharded parameter (DTensor) has sharded rows: every process holds its shard's rows.
+- Per group, `group["critical_priorities"]` (C,) float64, `group["critical_steps"]` (insertion
+  attempts, so min(steps, C) entries are held) and `group["critical_admissions"]` (candidates kept).
 Tensors join when they first have a gradient; their rows start as zeros, which is what they hold
 for entries made before that. Tensors without a gradient on a step keep their rows.
 
-Two implementations differ only in where the admission decision is taken:
-`HostBuffer` reads it on the host (at most one synchronisation per step, none while filling);
-`DeviceBuffer` keeps it on the device (no synchronisation: capturable and compilable).
+`CriticalBuffer` is one step's view of a group's buffer: what the update needs (the mean for its
+tensors, an insertion of their candidates), with the admission protocol inside. Two kinds differ
+only in where the admission decision is taken: `HostBuffer` reads it on the host (at most one
+synchronisation per step, none while filling); `DeviceBuffer` keeps it on the device (no
+synchronisation: capturable and compilable).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from cmopt._ops import Ops
 
+PRIORITIES, STEPS, ADMISSIONS = "critical_priorities", "critical_steps", "critical_admissions"
+SUM, SLOTS = "critical_sum", "critical_slots"
+GROUP_KEYS = (PRIORITIES, STEPS, ADMISSIONS)
+
 
 class CriticalBuffer:
-    """Entries, running sums, priorities and counters of one parameter group; see the module doc."""
+    """One step of one group's buffer over the tensors that have a gradient (see the module doc).
 
-    def __init__(self, capacity: int, priority_dtype: torch.dtype, device: torch.device,
-                 buffer_dtype: torch.dtype | None = None):
-        if capacity < 1:
-            raise ValueError(f"CriticalBuffer: capacity must be >= 1 (capacity 0 means no buffer), got {capacity}.")
-        self.capacity, self.buffer_dtype = capacity, buffer_dtype
-        self.priorities = torch.zeros(capacity, dtype=priority_dtype, device=device)
-        self.rows: dict[int, torch.Tensor] = {}
-        self.sums: dict[int, torch.Tensor] = {}
-        self.steps, self.admissions = self._counter(0), self._counter(0)
+    `rows[i]`, `sums[i]`: the (local) entries and running sum of tensor i of this step. `priority` is
+    the candidate's s (a float64 device scalar). The optimizer calls `add_mean` and `insert` for every
+    tensor (in any grouping, through `part`), then `close` once.
+    """
 
-    # ---- what the two implementations decide differently -------------------------------------------
+    def __init__(self, group: dict, rows: Sequence[torch.Tensor], sums: Sequence[torch.Tensor],
+                 priority: torch.Tensor, foreach: bool, slots: Sequence[torch.Tensor] | None = None):
+        self.group, self.capacity = group, group["capacity"]
+        self.rows, self.sums, self.slots = list(rows), list(sums), None if slots is None else list(slots)
+        self.priority, self.ops = priority, Ops(foreach)
+        self._shared = {"decision": None, "decided": False}
 
-    def _counter(self, value):
-        raise NotImplementedError
+    # ---- what the two kinds decide differently --------------------------------------------------
 
     @property
     def held(self):
         """Entries held before this step's insertion, min(steps, C), at least 1 (it divides the sum)."""
         raise NotImplementedError
 
-    def admit(self, priority: torch.Tensor):
-        """Where this step's candidate goes (or that it is rejected); changes nothing."""
+    def _decide(self):
         raise NotImplementedError
 
-    def store(self, ops: Ops, decision, positions: Sequence[int], candidates: Sequence[torch.Tensor]) -> None:
-        """Write the candidates into the entry chosen by `decision` and keep each running sum exact."""
+    def _store(self, decision, rows, sums, candidates, slots) -> None:
         raise NotImplementedError
 
-    def commit(self, priority: torch.Tensor, decision, decay: float) -> None:
-        """Record the candidate's priority and the counters, then decay every priority by λ = `decay`."""
+    def _record(self, decision) -> None:
         raise NotImplementedError
 
-    # ---- shared ----------------------------------------------------------------------------------------
+    # ---- what the update uses ------------------------------------------------------------------
 
-    def track(self, position: int, param: torch.Tensor) -> None:
-        """Give a tensor that has its first gradient its rows (zeros) and running sum."""
-        if position not in self.rows:
-            dtype = self.buffer_dtype or param.dtype
-            self.rows[position] = torch.zeros((self.capacity, *param.shape), dtype=dtype, device=param.device)
-            self.sums[position] = torch.zeros(param.shape, dtype=dtype, device=param.device)
+    def part(self, indices: Sequence[int]) -> CriticalBuffer:
+        """The same step's buffer over a subset of its tensors (one admission decision for all)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.rows, other.sums = [self.rows[i] for i in indices], [self.sums[i] for i in indices]
+        other.slots = None if self.slots is None else [self.slots[i] for i in indices]
+        return other
 
-    def priority(self, grads: Sequence[torch.Tensor], foreach: bool) -> torch.Tensor:
-        """s = sum over tensors of ||g_i||_2 (the released code's "synced" priority)."""
-        norms = [n.to(device=self.priorities.device, dtype=self.priorities.dtype) for n in Ops(foreach).norms(grads)]
-        return norms[0] if len(norms) == 1 else torch.stack(norms).sum()
-
-    def add_mean(self, ops: Ops, xs: Sequence[torch.Tensor], positions: Sequence[int]) -> list[torch.Tensor]:
-        """x + mean(B) for each tensor, mean(B) = running sum / entries held (read before insertion)."""
-        sums = [self.sums[i] for i in positions]
+    def add_mean(self, xs: Sequence[torch.Tensor], at: int | None = None) -> list[torch.Tensor]:
+        """x + mean(B) for each tensor (or for tensor `at` alone), mean(B) = sum / entries held."""
+        sums = self.sums if at is None else [self.sums[at]]
         held = self.held
         if isinstance(held, torch.Tensor):  # the divisor lives on the device
-            return ops.add(xs, [total.to(x.dtype) / held for total, x in zip(sums, xs)])
-        return ops.add(xs, sums, alpha=1.0 / held)
+            return self.ops.add(xs, [total.to(x.dtype) / held for total, x in zip(sums, xs)])
+        return self.ops.add(xs, sums, alpha=1.0 / held)
 
-    def held_priorities(self) -> torch.Tensor:
-        """The priorities of the entries held, in entry order (reads the counter on the host)."""
-        return self.priorities[: min(int(self.steps), self.capacity)]
+    def insert(self, candidates: Sequence[torch.Tensor], at: int | None = None) -> None:
+        """Offer each tensor's candidate (or tensor `at`'s) with this step's priority."""
+        if not self._shared["decided"]:
+            self._shared.update(decision=self._decide(), decided=True)
+        one = (lambda xs: xs) if at is None else (lambda xs: [xs[at]])
+        self._store(self._shared["decision"], one(self.rows), one(self.sums), candidates,
+                    None if self.slots is None else one(self.slots))
 
-    def nbytes(self) -> int:
-        """Bytes of the C stored entries and running sums (the C priorities are not counted; nor is the
-        scratch entry a `DeviceBuffer` keeps per tensor, see there)."""
-        return sum(t.numel() * t.element_size() for t in (*self.rows.values(), *self.sums.values()))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain tensors and numbers, keyed by the tensor's position in its group."""
-        return {"priorities": self.priorities, "steps": self.steps, "admissions": self.admissions,
-                "rows": dict(self.rows), "sums": dict(self.sums)}
-
-    def load_state_dict(self, state: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
-        """Take a saved state onto this buffer's device, dtypes and counter type."""
-        saved = torch.as_tensor(state["priorities"])
-        if len(saved) != self.capacity:
-            raise ValueError(
-                f"CriticalBuffer.load_state_dict: the state holds {len(saved)} entries but this buffer has "
-                f"capacity={self.capacity}. Build the optimizer with capacity={len(saved)} to resume it."
-            )
-        self.priorities = saved.to(device=self.priorities.device, dtype=self.priorities.dtype).clone()
-        self.steps, self.admissions = self._counter(state["steps"]), self._counter(state["admissions"])
-        self.rows, self.sums = {}, {}
-        for key in ("rows", "sums"):
-            for position, value in state[key].items():
-                p = params[int(position)]
-                getattr(self, key)[int(position)] = value.to(device=p.device, dtype=self.buffer_dtype or p.dtype)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(capacity={self.capacity}, tensors={len(self.rows)})"
+    def close(self) -> None:
+        """The end of the step: record the priority and counters, decay every priority by λ."""
+        if not self._shared["decided"]:  # no tensor of this process had a candidate (ZeRO)
+            self._shared.update(decision=self._decide(), decided=True)
+        self._record(self._shared["decision"])
+        self.group[PRIORITIES].mul_(self.group["decay"])
 
 
 class HostBuffer(CriticalBuffer):
     """Counters are Python ints; the decision is an entry index (int) or None, read on the host."""
 
-    def _counter(self, value) -> int:
+    @staticmethod
+    def new_counter(value, device) -> int:
         return int(value.item()) if isinstance(value, torch.Tensor) else int(value)
 
     @property
     def held(self) -> int:
-        return max(1, min(self.steps, self.capacity))
+        return max(1, min(self.group[STEPS], self.capacity))
 
-    def admit(self, priority: torch.Tensor) -> int | None:
-        if self.steps < self.capacity:  # filling: known without looking at any tensor
-            return self.steps
-        slot = int(torch.where(priority > self.priorities.min(), torch.argmin(self.priorities), -1))  # the host read
+    def _decide(self) -> int | None:
+        steps, priorities = self.group[STEPS], self.group[PRIORITIES]
+        if steps < self.capacity:  # filling: known without looking at any tensor
+            return steps
+        slot = int(torch.where(self.priority > priorities.min(), torch.argmin(priorities), -1))  # the host read
         return slot if slot >= 0 else None
 
-    def store(self, ops: Ops, decision: int | None, positions, candidates) -> None:
+    def _store(self, decision, rows, sums, candidates, slots) -> None:
         if decision is None:
             return
-        rows, sums = [self.rows[i] for i in positions], [self.sums[i] for i in positions]
         entries = [r[decision] for r in rows]
         narrow = [_narrower(r, c) for r, c in zip(rows, candidates)]
         wide = [i for i, n in enumerate(narrow) if not n]
         if wide:
             wide_sums, wide_entries, wide_candidates = ([xs[i] for i in wide] for xs in (sums, entries, candidates))
-            if self.steps >= self.capacity:  # replacing: take the evicted entry out of the sum
-                ops.sub_(wide_sums, wide_entries)
-            ops.add_(wide_sums, wide_candidates)
-        ops.copy_(entries, candidates)
+            if self.group[STEPS] >= self.capacity:  # replacing: take the evicted entry out of the sum
+                self.ops.sub_(wide_sums, wide_entries)
+            self.ops.add_(wide_sums, wide_candidates)
+        self.ops.copy_(entries, candidates)
         for row, total, candidate, n in zip(rows, sums, candidates, narrow):
             if n:
                 total.copy_(_sum_of_entries(row, candidate.dtype))
 
-    def commit(self, priority: torch.Tensor, decision: int | None, decay: float) -> None:
+    def _record(self, decision) -> None:
         if decision is not None:
-            self.priorities[decision] = priority
-            self.admissions += 1
-        self.steps += 1
-        self.priorities.mul_(decay)
+            self.group[PRIORITIES][decision] = self.priority
+            self.group[ADMISSIONS] += 1
+        self.group[STEPS] += 1
 
 
 class DeviceBuffer(CriticalBuffer):
     """Counters are 0-d int64 device tensors; the decision is (entry index, admitted) on the device.
 
-    Each tensor's rows are the first C entries of a (C + 1, *shape) tensor (`_slots`); the last entry is
-    scratch. `store` writes every candidate unconditionally, to its entry if admitted, else to the
-    scratch entry, so it never reads the rows it writes: a select between the candidate and the old
-    entry made the compiled step materialise (allocate and free) a temporary per tensor every step.
-    `rows` and the state dict's shapes hold the C entries only; the scratch entry costs one more
-    parameter's bytes per tensor in memory, which `nbytes` counts (and `torch.save` of the state dict
-    writes it too, since the rows it holds are views).
+    Each tensor's rows are the first C entries of a (C + 1, *shape) tensor (`state[p]["critical_slots"]`,
+    never saved); the last entry is scratch. The store writes every candidate unconditionally, to its
+    entry if admitted, else to the scratch entry, so it never reads the rows it writes: a select between
+    the candidate and the old entry made the compiled step materialise (allocate and free) a temporary
+    per tensor every step. The scratch entry costs one more parameter's bytes per tensor.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._slots: dict[int, torch.Tensor] = {}
-
-    def track(self, position: int, param: torch.Tensor) -> None:
-        if position not in self.rows:
-            dtype = self.buffer_dtype or param.dtype
-            self._attach(position, torch.zeros((self.capacity + 1, *param.shape), dtype=dtype, device=param.device))
-            self.sums[position] = torch.zeros(param.shape, dtype=dtype, device=param.device)
-
-    def nbytes(self) -> int:
-        """Bytes held: the C entries, the scratch entry and the running sum of every tensor."""
-        return sum(t.numel() * t.element_size() for t in (*self._slots.values(), *self.sums.values()))
-
-    def _attach(self, position: int, slots: torch.Tensor) -> None:
-        self._slots[position], self.rows[position] = slots, slots[: self.capacity]
-
-    def load_state_dict(self, state: dict[str, Any], params: Sequence[torch.Tensor]) -> None:
-        super().load_state_dict(state, params)
-        self._slots = {}
-        for position, rows in list(self.rows.items()):
-            slots = torch.empty((self.capacity + 1, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-            slots[: self.capacity].copy_(rows)
-            slots[self.capacity].zero_()
-            self._attach(position, slots)
-
-    def _counter(self, value) -> torch.Tensor:
-        return torch.as_tensor(value, dtype=torch.int64).to(self.priorities.device).clone()
+    @staticmethod
+    def new_counter(value, device) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=torch.int64).to(device).clone()
 
     @property
     def held(self) -> torch.Tensor:
-        return self.steps.clamp(min=1, max=self.capacity)
+        return self.group[STEPS].clamp(min=1, max=self.capacity)
 
-    def admit(self, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        full = self.steps >= self.capacity
-        admitted = torch.logical_or(~full, priority > self.priorities.min())
-        return torch.where(full, torch.argmin(self.priorities), self.steps.clamp(max=self.capacity - 1)), admitted
+    def _decide(self):
+        steps, priorities = self.group[STEPS], self.group[PRIORITIES]
+        full = steps >= self.capacity
+        admitted = torch.logical_or(~full, self.priority > priorities.min())
+        return torch.where(full, torch.argmin(priorities), steps.clamp(max=self.capacity - 1)), admitted
 
-    def store(self, ops: Ops, decision, positions, candidates) -> None:
+    def _store(self, decision, rows, sums, candidates, slots) -> None:
         index, admitted = decision
-        for i, candidate in zip(positions, candidates):
-            slots, total = self._slots[i], self.sums[i]
-            at, keep = index.to(slots.device).view(1), admitted.to(slots.device)
-            narrow = _narrower(slots, candidate)
+        for slot, total, candidate in zip(slots, sums, candidates):
+            at, keep = index.to(slot.device).view(1), admitted.to(slot.device)
+            narrow = _narrower(slot, candidate)
             if not narrow:  # before the write: no read of the slots follows it, so it is done in place
-                old = slots.index_select(0, at)[0]  # zeros while the buffer is filling
+                old = slot.index_select(0, at)[0]  # zeros while the buffer is filling
                 total.copy_(torch.where(keep, (total - old) + candidate, total))
             to = torch.where(keep, at, self.capacity)  # rejected: the scratch entry takes the write
-            slots.index_copy_(0, to, candidate.to(slots.dtype).unsqueeze(0))
+            slot.index_copy_(0, to, candidate.to(slot.dtype).unsqueeze(0))
             if narrow:
-                total.copy_(torch.where(keep, _sum_of_entries(slots[: self.capacity], candidate.dtype), total))
+                total.copy_(torch.where(keep, _sum_of_entries(slot[: self.capacity], candidate.dtype), total))
 
-    def commit(self, priority: torch.Tensor, decision, decay: float) -> None:
+    def _record(self, decision) -> None:
         index, admitted = decision
-        positions = torch.arange(self.capacity, device=self.priorities.device)
-        self.priorities.copy_(torch.where(torch.logical_and(positions == index, admitted), priority, self.priorities))
-        self.admissions.add_(admitted.to(torch.int64))
-        self.steps.add_(1)
-        self.priorities.mul_(decay)
+        priorities = self.group[PRIORITIES]
+        positions = torch.arange(self.capacity, device=priorities.device)
+        priorities.copy_(torch.where(torch.logical_and(positions == index, admitted), self.priority, priorities))
+        self.group[ADMISSIONS].add_(admitted.to(torch.int64))
+        self.group[STEPS].add_(1)
+
+
+def kind(capturable: bool) -> type[CriticalBuffer]:
+    return DeviceBuffer if capturable else HostBuffer
+
+
+def init_group_state(group: dict, device: torch.device) -> None:
+    """A group's priorities and counters, on its first step with a gradient (or as loaded)."""
+    counter = kind(group["capturable"]).new_counter
+    priorities = group.get(PRIORITIES)
+    priorities = torch.zeros(group["capacity"]) if priorities is None else torch.as_tensor(priorities)
+    group[PRIORITIES] = priorities.to(device=device, dtype=torch.float64).clone()
+    group[STEPS] = counter(group.get(STEPS, 0), device)
+    group[ADMISSIONS] = counter(group.get(ADMISSIONS, 0), device)
+
+
+def init_tensor_state(state: dict, key: str, param: torch.Tensor, group: dict, rows_like) -> None:
+    """A tensor's rows (zeros) and running sum on its first gradient; with `capturable`, its slots.
+
+    `rows_like(param, n, dtype)` makes an (n, *shape) zero tensor placed like `param` (sharded rows
+    for a sharded parameter)."""
+    dtype = group["buffer_dtype"] or param.dtype
+    if key not in state:
+        state[key] = rows_like(param, group["capacity"], dtype)
+        state[SUM] = torch.zeros_like(param, dtype=dtype)
+    if group["capturable"] and SLOTS not in state:
+        slots = rows_like(param, group["capacity"] + 1, dtype)
+        slots[: group["capacity"]].copy_(state[key])
+        state[SLOTS], state[key] = slots, slots[: group["capacity"]]
 
 
 def _narrower(row: torch.Tensor, candidate: torch.Tensor) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from cmopt._sharding import local
+
 
 def _optimizers(optimizer: Optimizer) -> list[Optimizer]:
     base = getattr(optimizer, "base_optimizer", None)
@@ -12,15 +14,22 @@ def _optimizers(optimizer: Optimizer) -> list[Optimizer]:
 
 
 def optimizer_state_bytes(optimizer: Optimizer) -> int:
-    """Bytes of all per-parameter state tensors (moments, critical buffers; SAM's saved weights too).
+    """Bytes of the per-parameter state tensors this process holds (moments, critical buffers and the
+    capturable path's scratch entries; SAM's saved weights too): local shards of sharded state, each
+    storage counted once (a tensor's rows may be a view of its slots).
 
     Per-group priorities (C scalars a group) and Python counters are not counted.
     """
-    total = 0
+    seen, total = set(), 0
     for opt in _optimizers(optimizer):
         for state in opt.state.values():
-            total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
-        total += sum(b.nbytes() for b in getattr(opt, "critical_buffers", ()) if b is not None)
+            for value in state.values():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                storage = local(value).untyped_storage()
+                if storage.data_ptr() not in seen or storage.nbytes() == 0:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
     return total
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from cmopt import _sharding
+from cmopt._adam import lr_scalar
+from cmopt.buffer import CriticalBuffer
 from cmopt.critical import CriticalOptimizer
 
 
@@ -17,35 +20,73 @@ class SGDCM(CriticalOptimizer):
     buffer_key = "critical_momenta"
 
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, *,
-                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False):
+                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False, priority_group=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         capacity=capacity, decay=decay, buffer_dtype=buffer_dtype, foreach=foreach,
                         capturable=capturable)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, priority_group)
 
     def _init_tensor_state(self, group, param, state):
         pass  # the momentum buffer starts as a copy of the first gradient, as in torch.optim.SGD
 
-    def _update(self, group, ops, params, grads, states, *, first, plus_mean):
-        momentum, weight_decay = group["momentum"], group["weight_decay"]
-        if weight_decay != 0:
-            grads = ops.add(grads, params, alpha=weight_decay)
-        if momentum == 0:
-            buffers = grads
-        elif first:
-            buffers = [torch.clone(g).detach() for g in grads]
-            for state, buf in zip(states, buffers):
-                state["momentum_buffer"] = buf
+    def _update(self, group, tensors, indices, buffer, first):
+        states = [tensors.states[i] for i in indices]
+        if group["momentum"] != 0 and first:  # made here: its first value is the (weight-decayed) gradient
+            momenta = None
         else:
-            buffers = [s["momentum_buffer"] for s in states]
-            ops.mul_(buffers, momentum)
-            ops.add_(buffers, grads, alpha=1 - group["dampening"])
-        directions = buffers if first or plus_mean is None else plus_mean(buffers)  # d = buf + mean(B)
-        self._advance(states, group["capturable"])
-        if group["capturable"]:  # lr as a tensor: torch.compile would recompile for every new alpha
-            lr = torch.ones((), dtype=torch.float64) * group["lr"]
-            for p, d in zip(params, directions):
+            momenta = tensors.local("momentum_buffer", indices) if group["momentum"] != 0 else None
+        created = sgd_cm(tensors.pick("params", indices), tensors.pick("grads", indices), momenta, buffer,
+                         first=first, lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
+                         weight_decay=group["weight_decay"], foreach=tensors.foreach, capturable=group["capturable"])
+        for state, param, buf in zip(states, tensors.pick("full_params", indices), created):
+            state["momentum_buffer"] = _sharding.placed_like(param, buf)
+
+
+def sgd_cm(params, grads, momenta, buffer: CriticalBuffer | None, *, first: bool, lr, momentum: float,
+           dampening: float, weight_decay: float, foreach: bool, capturable: bool) -> list[torch.Tensor]:
+    """One SGD+CM step on tensors that are all on their first step or all past it (docs/optimizers.md):
+
+        g <- g + wd·p;  buf <- g (first step) or μ·buf + (1-dampening)·g;  d = buf (first step) or
+        buf + mean(B);  p <- p - lr·d;  offer buf.
+
+    `momenta` is None on a first step (the buffers made are returned) or with μ = 0 (buf is g).
+    `buffer` is None with C = 0, and then this is SGD.
+    """
+    lr = lr_scalar(lr, capturable)
+    if capturable:  # lr as a tensor: torch.compile would recompile for every new alpha
+        lr = torch.ones((), dtype=torch.float64) * lr
+    if weight_decay != 0:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay) if foreach else \
+            [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
+    created = []
+    if momentum == 0:
+        buffers = grads
+    elif first:
+        buffers = created = [torch.clone(g).detach() for g in grads]
+    else:
+        buffers = momenta
+        if foreach:
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads, alpha=1 - dampening)
+        else:
+            for buf, g in zip(buffers, grads):
+                buf.mul_(momentum).add_(g, alpha=1 - dampening)
+    if not foreach:
+        for i, (p, buf) in enumerate(zip(params, buffers)):
+            (d,) = [buf] if first or buffer is None else buffer.add_mean([buf], at=i)  # d = buf + mean(B)
+            if capturable:
                 p.sub_(d * lr)
-        else:
-            ops.add_(params, directions, alpha=-group["lr"])  # p <- p - lr·d
-        return buffers  # the candidate: the momentum buffer
+            else:
+                p.add_(d, alpha=-lr)
+            if buffer is not None:
+                buffer.insert([buf], at=i)
+        return created
+    directions = buffers if first or buffer is None else buffer.add_mean(buffers)
+    if capturable:
+        for p, d in zip(params, directions):
+            p.sub_(d * lr)
+    else:
+        torch._foreach_add_(params, directions, alpha=-lr)
+    if buffer is not None:
+        buffer.insert(buffers)
+    return created

@@ -9,11 +9,15 @@ import io
 import pytest
 import torch
 
-from cmopt._ops import Ops
-from cmopt.buffer import DeviceBuffer, HostBuffer
+from types import SimpleNamespace
+
+from cmopt import _sharding
+from cmopt.buffer import (ADMISSIONS, PRIORITIES, SLOTS, STEPS, SUM, DeviceBuffer, HostBuffer, init_group_state,
+                          init_tensor_state)
 from tests.cmopt.reference import ReferenceBuffer, priority
 
 SHAPES = [(3, 2), (4,), (2, 2)]
+KEY = "critical_momenta"
 
 
 def has_gradient(step: int, i: int) -> bool:
@@ -21,12 +25,38 @@ def has_gradient(step: int, i: int) -> bool:
     return (i != 1 or step % 3 != 2) and (i != 2 or step >= 4)
 
 
+def new_group(kind, capacity, decay, buffer_dtype=None):
+    group = dict(capacity=capacity, decay=decay, capturable=kind is DeviceBuffer, buffer_dtype=buffer_dtype)
+    init_group_state(group, torch.device("cpu"))
+    return group
+
+
+def view(group, states):
+    """What the tests read: the group's counters and each tensor's rows and sum (tensors that joined)."""
+    held = {i: s for i, s in enumerate(states) if KEY in s}
+    return SimpleNamespace(steps=group[STEPS], admissions=group[ADMISSIONS], priorities=group[PRIORITIES],
+                           rows={i: s[KEY] for i, s in held.items()}, sums={i: s[SUM] for i, s in held.items()})
+
+
+def one_step(kind, group, states, at, grads, candidates, foreach, ones=None):
+    """One step of the buffer over the tensors `at`: returns x + mean(B) for each x in `ones` (before the
+    insertion), then inserts the candidates and closes the step."""
+    s = torch.stack(_sharding.norms(grads, foreach)).sum()
+    chosen = [states[i] for i in at]
+    buffer = kind(group, [c[KEY] for c in chosen], [c[SUM] for c in chosen], s, foreach,
+                  [c[SLOTS] for c in chosen] if kind is DeviceBuffer else None)
+    means = buffer.add_mean(ones) if ones is not None else None
+    buffer.insert(candidates)
+    buffer.close()
+    return s, means
+
+
 def drive(kind, capacity, decay, steps, *, ties=False, foreach=True, buffer_dtype=None, check_every_step=True):
     """Feed the same candidates to `kind` and to the reference; compare before and after each insertion."""
     gen = torch.Generator().manual_seed(7)
-    ops = Ops(foreach)
     params = [torch.zeros(s, dtype=torch.float64) for s in SHAPES]
-    ours, ref = kind(capacity, torch.float64, torch.device("cpu"), buffer_dtype), ReferenceBuffer(capacity, decay)
+    group, states = new_group(kind, capacity, decay, buffer_dtype), [{} for _ in SHAPES]
+    ref = ReferenceBuffer(capacity, decay)
     for step in range(steps):
         at = [i for i in range(len(SHAPES)) if ties or has_gradient(step, i)]
         scale = 1.0 if ties else float(torch.rand((), generator=gen, dtype=torch.float64)) * 3
@@ -34,21 +64,18 @@ def drive(kind, capacity, decay, steps, *, ties=False, foreach=True, buffer_dtyp
                  else scale * torch.randn(SHAPES[i], generator=gen, dtype=torch.float64) for i in at]
         candidates = [torch.randn(SHAPES[i], generator=gen, dtype=torch.float64) for i in at]
         for i in at:
-            ours.track(i, params[i])
-        s = ours.priority(grads, foreach)
+            init_tensor_state(states[i], KEY, params[i], group, _sharding.rows_like)
+        zeros = [torch.zeros(SHAPES[i], dtype=torch.float64) for i in at]
+        s, means = one_step(kind, group, states, at, grads, candidates, foreach, ones=zeros)
         assert float(s) == pytest.approx(priority(grads), rel=1e-12)
-        means = ours.add_mean(ops, [torch.zeros(SHAPES[i], dtype=torch.float64) for i in at], at)
         if check_every_step:
             for i, mean in zip(at, means):
                 torch.testing.assert_close(mean, ref.mean(i, params[i]), rtol=1e-12, atol=1e-12)
-        decision = ours.admit(s)
-        ours.store(ops, decision, at, candidates)
-        ours.commit(s, decision, decay)
         ref.insert(float(s), dict(zip(at, candidates)))
         held = ref.priorities()
-        assert int(ours.steps) == step + 1
-        torch.testing.assert_close(ours.priorities[: len(held)].tolist(), held, rtol=1e-12, atol=0)
-    return ours, ref, params
+        assert int(group[STEPS]) == step + 1
+        torch.testing.assert_close(group[PRIORITIES][: len(held)].tolist(), held, rtol=1e-12, atol=0)
+    return view(group, states), ref, params
 
 
 @pytest.mark.parametrize("kind", [HostBuffer, DeviceBuffer])
@@ -85,21 +112,30 @@ def test_bfloat16_entries_with_an_exact_running_sum(kind):
 
 
 @pytest.mark.parametrize("saved_by,loaded_by", [(HostBuffer, DeviceBuffer), (DeviceBuffer, HostBuffer)])
-def test_state_dict_moves_between_implementations(saved_by, loaded_by):
-    ours, _, params = drive(saved_by, 3, 0.7, steps=12)
+def test_state_moves_between_implementations(saved_by, loaded_by):
+    """The buffer's state (group counters, each tensor's rows and sum) taken by the other kind continues
+    exactly: the same insertions as the kind that saved it."""
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.zeros(s, dtype=torch.float64) for s in SHAPES]
+    group, states = new_group(saved_by, 3, 0.7), [{} for _ in SHAPES]
+    for i in range(len(SHAPES)):
+        init_tensor_state(states[i], KEY, params[i], group, _sharding.rows_like)
+    feed = [([torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES],
+             [torch.randn(s, generator=gen, dtype=torch.float64) for s in SHAPES]) for _ in range(20)]
+    for grads, candidates in feed[:12]:
+        one_step(saved_by, group, states, range(len(SHAPES)), grads, candidates, True)
     data = io.BytesIO()
-    torch.save(ours.state_dict(), data)
+    torch.save({"group": group, "states": [{k: v for k, v in s.items() if k != SLOTS} for s in states]}, data)
     data.seek(0)
-    other = loaded_by(3, torch.float64, torch.device("cpu"))
-    other.load_state_dict(torch.load(data, weights_only=True), params)
-    assert int(other.steps) == 12 and int(other.admissions) == int(ours.admissions)
-    assert isinstance(other.steps, int) == (loaded_by is HostBuffer)
-    assert torch.equal(other.priorities, ours.priorities)
-    assert all(torch.equal(other.rows[i], ours.rows[i]) and torch.equal(other.sums[i], ours.sums[i]) for i in ours.rows)
-    with pytest.raises(ValueError, match="capacity=3"):
-        loaded_by(2, torch.float64, torch.device("cpu")).load_state_dict(ours.state_dict(), params)
-
-
-def test_capacity_zero_is_no_buffer():
-    with pytest.raises(ValueError, match="capacity 0 means no buffer"):
-        HostBuffer(0, torch.float32, torch.device("cpu"))
+    saved = torch.load(data, weights_only=True)
+    other, other_states = dict(saved["group"], capturable=loaded_by is DeviceBuffer), saved["states"]
+    init_group_state(other, torch.device("cpu"))
+    for i in range(len(SHAPES)):
+        init_tensor_state(other_states[i], KEY, params[i], other, _sharding.rows_like)
+    assert isinstance(other[STEPS], int) == (loaded_by is HostBuffer) and int(other[STEPS]) == 12
+    for grads, candidates in feed[12:]:
+        one_step(saved_by, group, states, range(len(SHAPES)), grads, candidates, True)
+        one_step(loaded_by, other, other_states, range(len(SHAPES)), grads, candidates, True)
+    assert int(other[ADMISSIONS]) == int(group[ADMISSIONS]) and torch.equal(other[PRIORITIES], group[PRIORITIES])
+    for mine, theirs in zip(states, other_states):
+        assert torch.equal(mine[KEY], theirs[KEY]) and torch.equal(mine[SUM], theirs[SUM])

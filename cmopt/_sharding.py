@@ -52,10 +52,12 @@ def rows_like(param: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
                               stride=torch.empty(shape, device="meta").stride())
 
 
-def norms(grads: Sequence[torch.Tensor], foreach: bool) -> list[torch.Tensor]:
+def norms(grads: Sequence[torch.Tensor], foreach: bool, values: Sequence[torch.Tensor] | None = None
+          ) -> list[torch.Tensor]:
     """The L2 norm of each full tensor as a float64 device scalar: one all-reduce per mesh over the
-    local squared norms of the sharded ones (a local norm is the full norm for the others)."""
-    local_grads = [local(g) for g in grads]
+    local squared norms of the sharded ones (a local norm is the full norm for the others).
+    `values`: local tensors to take the norms of instead, placed like `grads` (e.g. SAM's |p|·g)."""
+    local_grads = [local(g) for g in grads] if values is None else list(values)
     if not local_grads:
         return []
     if foreach:

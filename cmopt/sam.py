@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from cmopt import _validation as check
+from cmopt import _sharding, _validation as check
 from cmopt._norm import frozen_norm_statistics
 
 
@@ -59,10 +59,11 @@ class SAM(Optimizer):
                 if "old_p" not in state:
                     state["old_p"] = torch.empty_like(p)
                 state["old_p"].copy_(p)
-                e = p.grad * scale.to(p.device, p.dtype)
+                here = _sharding.local(p)  # a sharded tensor's perturbation is its shard's
+                e = _sharding.local(p.grad) * scale.to(here.device, here.dtype)
                 if group["adaptive"]:
-                    e.mul_(p.square())
-                p.add_(e)
+                    e.mul_(here.square())
+                here.add_(e)
         if zero_grad:
             self.zero_grad()
 
@@ -91,24 +92,45 @@ class SAM(Optimizer):
         return loss
 
     def _grad_norm(self) -> torch.Tensor:
-        """Global L2 norm of g (ASAM: of |p|·g), on the device, floored to stay finite for g = 0."""
-        norms = []
+        """Global L2 norm of g (ASAM: of |p|·g) over full tensors (also when sharded), on the device,
+        accumulated in float64 and floored to stay finite for g = 0."""
+        grads, values = [], []
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad * p.abs() if group["adaptive"] else p.grad
-                norms.append(torch.linalg.vector_norm(g))
-        device = norms[0].device
-        norm = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+                grads.append(p.grad)
+                g = _sharding.local(p.grad)
+                values.append(g * _sharding.local(p).abs() if group["adaptive"] else g)
+        device, dtype = values[0].device, values[0].dtype
+        norm = torch.stack([n.to(device) for n in _sharding.norms(grads, False, values)]).square().sum().sqrt()
+        norm = norm.to(dtype)
         return norm.clamp(min=torch.finfo(norm.dtype).tiny)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.base_optimizer.state_dict()
+        """The base optimizer's state dict, passed through the hooks registered on SAM itself too."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state_dict = self.base_optimizer.state_dict()
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            state_dict = post_hook(self, state_dict) or state_dict
+        return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            state_dict = pre_hook(self, state_dict) or state_dict
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "base_optimizer": self.base_optimizer, "_perturbed": self._perturbed}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.param_groups = self.base_optimizer.param_groups  # one list of groups, shared again after a copy
 
     def __repr__(self) -> str:
         return f"SAM({self.base_optimizer!r})"

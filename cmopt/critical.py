@@ -183,10 +183,12 @@ class CriticalOptimizer(Optimizer):
     @staticmethod
     def _after_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """The saved state: scratch slots left out, and the layout's version in each group."""
-        for tensor_state in state_dict["state"].values():
-            tensor_state.pop(critical.SLOTS, None)
+        for key, tensor_state in state_dict["state"].items():
+            if critical.SLOTS in tensor_state:  # (torch's packed state holds the live dicts: not popped there)
+                state_dict["state"][key] = {k: v for k, v in tensor_state.items() if k != critical.SLOTS}
         for group in state_dict["param_groups"]:
             group[STATE_VERSION_KEY] = STATE_VERSION
+            group.pop("priority_group", None)  # ZeRO copies its constructor's arguments into every group
         return state_dict
 
     @staticmethod
@@ -290,8 +292,8 @@ def _refuse_unsummed_zero(name: str, priority_group) -> None:
             raise ValueError(
                 f"{name} inside ZeroRedundancyOptimizer needs priority_group: each process holds only some of "
                 f"the tensors, so the critical priority must be summed over all processes. Pass "
-                f"ZeroRedundancyOptimizer(params, optimizer_class={name}, priority_group=torch.distributed."
-                f"group.WORLD, ...) (the process group ZeRO partitions over)."
+                f"optimizer_class=functools.partial(cmopt.{name}, priority_group=torch.distributed.group.WORLD) "
+                f"(the process group ZeRO partitions over) to ZeroRedundancyOptimizer."
             )
         frame = frame.f_back
 

@@ -1,0 +1,260 @@
+"""Sharded optimizer state, 2 CPU processes over gloo, against one process on the same global batch.
+
+* FSDP2 (`fully_shard` per layer and on the root, DTensor parameters): every registry name steps on
+  the shards and ends where the unsharded optimizer ends, buffers and admissions included.
+* ZeroRedundancyOptimizer with `priority_group`: AdamCM's priority is summed over the tensors every
+  process holds, so ZeRO + AdamCM is AdamCM; its consolidated state dict holds the buffers; without
+  `priority_group` it refuses to run a different algorithm.
+* torch.distributed.checkpoint: saved by 2 processes, resumed by 2 (bitwise) and by 1 process.
+
+Measured gaps (float64, 50 steps): up to ~1e-15 relative (the order of the reduce-scatter sum), far
+inside the tolerance below; the admission counts are equal.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import cmopt
+from tests.cmopt.test_distributed import HALF, IN, OUT, WORLD, _init, _run, batch
+
+DTYPE = torch.float64
+STEPS = 50
+CLOSE = dict(rtol=1e-9, atol=1e-11)
+HIDDEN = 15  # odd: the shards of dim 0 are uneven (8 + 7 rows)
+
+
+def hyperparameters(name: str) -> dict:
+    base = name.removeprefix("sam_")
+    hp = dict(lr=0.05, momentum=0.9) if base.startswith("sgd") else dict(lr=1e-2)
+    if base in ("adam_cm", "adam_cg", "sgd_cm"):
+        hp.update(capacity=3, decay=0.9)  # fills, then both admits and rejects within 50 steps
+    if name.startswith("sam_"):
+        hp.update(rho=0.05)
+    return hp
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(IN, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, HIDDEN), nn.Tanh(),
+                         nn.Linear(HIDDEN, OUT)).to(DTYPE)
+
+
+def shard(model: nn.Module) -> nn.Module:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def train_steps(model, opt, name: str, steps: range, rank: int | None) -> None:
+    """Rank `rank`'s half batches, or (rank None) both halves as one global batch."""
+    for step in steps:
+        halves = [batch(r, step) for r in ((rank,) if rank is not None else range(WORLD))]
+        x, y = torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
+
+        def closure():
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.zero_grad()
+        closure()
+        opt.step(closure) if name.startswith("sam_") else opt.step()
+
+
+def full(t):
+    if isinstance(t, torch.Tensor):
+        t = t.full_tensor() if hasattr(t, "full_tensor") else t
+        return t.detach().clone()
+    return t
+
+
+def snapshot(model: nn.Module, opt) -> dict:
+    base = getattr(opt, "base_optimizer", opt)
+    names = {p: n for n, p in model.named_parameters()}
+    state = {names[p]: {k: full(v) for k, v in s.items() if k not in ("old_p", "critical_slots")}
+             for p, s in base.state.items()}
+    groups = [{k: full(v) for k, v in g.items() if k.startswith("critical_")} for g in base.param_groups]
+    return dict(params={n: full(p) for n, p in model.named_parameters()}, state=state, groups=groups,
+                local_bytes=cmopt.optimizer_state_bytes(base))
+
+
+def assert_matches(ours: dict, reference: dict, close=CLOSE) -> None:
+    for n, p in reference["params"].items():
+        torch.testing.assert_close(ours["params"][n], p, **close)
+    for n, s in reference["state"].items():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                torch.testing.assert_close(ours["state"][n][k], v, **close, msg=f"{n}.{k}")
+            else:
+                assert int(ours["state"][n][k]) == int(v), f"{n}.{k}"
+    for g_ours, g_ref in zip(ours["groups"], reference["groups"], strict=True):
+        if not g_ref:  # not a critical-buffer optimizer
+            continue
+        assert int(g_ours["critical_steps"]) == int(g_ref["critical_steps"])
+        assert int(g_ours["critical_admissions"]) == int(g_ref["critical_admissions"])
+        torch.testing.assert_close(g_ours["critical_priorities"], g_ref["critical_priorities"], **close)
+
+
+# ---- FSDP2 ------------------------------------------------------------------------------------------
+
+
+def _fsdp_every_optimizer(rank: int, port: int, out_dir: str) -> None:
+    _init(rank, port)
+    try:
+        results = {}
+        for name in cmopt.OPTIMIZER_NAMES:
+            model = shard(make_model())
+            opt = cmopt.create_optimizer(name, model, **hyperparameters(name))
+            train_steps(model, opt, name, range(STEPS), rank)
+            results[name] = snapshot(model, opt)
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_every_optimizer_equals_the_unsharded_one_on_the_global_batch(tmp_path):
+    ranks = _run(_fsdp_every_optimizer, tmp_path)
+    for name in cmopt.OPTIMIZER_NAMES:
+        model = make_model()
+        opt = cmopt.create_optimizer(name, model, **hyperparameters(name))
+        train_steps(model, opt, name, range(STEPS), None)
+        reference = snapshot(model, opt)
+        for r in ranks:
+            assert_matches(r[name], reference)
+        if reference["groups"] and reference["groups"][0]:
+            admissions = int(reference["groups"][0]["critical_admissions"])
+            assert 3 < admissions < STEPS, (name, admissions)  # both admissions and rejections happened
+        # Each process holds its shard of the state: about half (the uneven rows and step counters aside).
+        assert ranks[0][name]["local_bytes"] < 0.6 * reference["local_bytes"], name
+
+
+# ---- ZeroRedundancyOptimizer ------------------------------------------------------------------------
+
+
+def zero_groups(model: nn.Module) -> list[dict]:
+    # Group 1 holds one tensor, so one process holds none of it and must still take part in its step.
+    return [{"params": [p for n, p in model.named_parameters() if n != "4.bias"]},
+            {"params": [model[4].bias], "lr": 5e-3}]
+
+
+def _zero(rank: int, port: int, out_dir: str) -> None:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    _init(rank, port)
+    try:
+        model = DistributedDataParallel(make_model())
+        try:
+            ZeroRedundancyOptimizer(zero_groups(model.module)[0]["params"], optimizer_class=cmopt.AdamCM)
+            refused = None
+        except ValueError as error:
+            refused = str(error)
+        adam_cm = functools.partial(cmopt.AdamCM, priority_group=dist.group.WORLD)
+        opt = ZeroRedundancyOptimizer(zero_groups(model.module)[0]["params"], optimizer_class=adam_cm,
+                                      **hyperparameters("adam_cm"))
+        opt.add_param_group(zero_groups(model.module)[1])
+        train_steps(model, opt, "adam_cm", range(20), rank)
+        opt.consolidate_state_dict(to=0)
+        saved = copy.deepcopy(opt.state_dict()) if rank == 0 else None  # it holds live tensors: a copy of now
+        train_steps(model, opt, "adam_cm", range(20, 30), rank)
+        out = dict(refused=refused, params={n: p.detach().clone() for n, p in model.module.named_parameters()},
+                   saved=saved)
+        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_zero_with_priority_group_is_adam_cm_and_its_consolidated_state_resumes(tmp_path):
+    r0, r1 = _run(_zero, tmp_path)
+    for r in (r0, r1):
+        assert "functools.partial(cmopt.AdamCM, priority_group=torch.distributed.group.WORLD)" in r["refused"]
+    model = make_model()
+    opt = cmopt.AdamCM(zero_groups(model), **hyperparameters("adam_cm"))
+    train_steps(model, opt, "adam_cm", range(20), None)
+    at_20 = snapshot(model, opt)
+    train_steps(model, opt, "adam_cm", range(20, 30), None)
+    for r in (r0, r1):
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(r["params"][n], p.detach(), **CLOSE)
+    # The consolidated state holds every tensor's buffer rows and the groups' counters ...
+    saved = r0["saved"]
+    assert all("critical_momenta" in s for s in saved["state"].values()) and len(saved["state"]) == 6
+    assert [int(g["critical_steps"]) for g in saved["param_groups"]] == [20, 20]
+    # ... and resumes a plain AdamCM where the sharded one was.
+    resumed_model = make_model()
+    with torch.no_grad():
+        for p, q in zip(resumed_model.parameters(), at_20["params"].values()):
+            p.copy_(q)
+    resumed = cmopt.AdamCM(zero_groups(resumed_model), **hyperparameters("adam_cm"))
+    resumed.load_state_dict(saved)
+    train_steps(resumed_model, resumed, "adam_cm", range(20, 30), None)
+    for p, q in zip(resumed_model.parameters(), model.parameters()):
+        torch.testing.assert_close(p, q, **CLOSE)
+
+
+# ---- torch.distributed.checkpoint -------------------------------------------------------------------
+
+
+def checkpointed(opt):
+    """What DCP takes: SAM's state is its base optimizer's (DCP's first state_dict steps the optimizer
+    without a closure, which SAM refuses)."""
+    return getattr(opt, "base_optimizer", opt)
+
+
+def _dcp(rank: int, port: int, out_dir: str, name: str, resume: bool) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    _init(rank, port)
+    try:
+        model = shard(make_model())
+        opt = cmopt.create_optimizer(name, model, **hyperparameters(name))
+        checkpoint = Path(out_dir) / "checkpoint"
+        if resume:
+            model_state, optim_state = get_state_dict(model, checkpointed(opt))
+            state = {"model": model_state, "optim": optim_state}
+            dcp.load(state, checkpoint_id=checkpoint)
+            set_state_dict(model, checkpointed(opt), model_state_dict=state["model"], optim_state_dict=state["optim"])
+        else:
+            train_steps(model, opt, name, range(20), rank)
+            model_state, optim_state = get_state_dict(model, checkpointed(opt))
+            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=checkpoint)
+        train_steps(model, opt, name, range(20, 40), rank)
+        torch.save(snapshot(model, opt), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["adam_cm", pytest.param("adam_cg", marks=pytest.mark.slow),
+                                  pytest.param("sam_sgd_cm", marks=pytest.mark.slow)])
+def test_dcp_checkpoint_resumes_on_two_processes_bitwise_and_on_one(tmp_path, name):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    straight = _run(_dcp, tmp_path, name, False)  # saves at step 20, goes on to 40
+    resumed = _run(_dcp, tmp_path, name, True)  # loads step 20, goes on to 40
+    for a, b in zip(straight, resumed):
+        assert_matches(b, a, close=dict(rtol=0, atol=0))
+    # One process, the same global batches, from the same checkpoint.
+    model = make_model()
+    opt = cmopt.create_optimizer(name, model, **hyperparameters(name))
+    model_state, optim_state = get_state_dict(model, checkpointed(opt))
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=tmp_path / "checkpoint")
+    set_state_dict(model, checkpointed(opt), model_state_dict=state["model"], optim_state_dict=state["optim"])
+    assert int(getattr(opt, "base_optimizer", opt).param_groups[0]["critical_steps"]) == 20
+    train_steps(model, opt, name, range(20, 40), None)
+    assert_matches(snapshot(model, opt), straight[0])

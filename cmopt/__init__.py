@@ -17,4 +17,4 @@ __all__ = [
     "critical_buffer_stats", "frozen_norm_statistics", "hessian_trace", "hessian_vector_product",
     "optimizer_state_bytes", "sam_step", "top_hessian_eigenvalue",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

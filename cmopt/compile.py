@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from cmopt import _sharding
 from cmopt.critical import CriticalOptimizer
 
 
@@ -32,6 +33,11 @@ def compile_optimizer(optimizer: Optimizer, **compile_kwargs: Any) -> Optimizer:
     target = getattr(optimizer, "base_optimizer", optimizer)  # SAM: its base optimizer takes the step
     if getattr(target, "_compiled", False):
         return optimizer
+    if any(_sharding.is_sharded(p) for g in target.param_groups for p in g["params"]):
+        raise ValueError(
+            f"compile_optimizer: {type(target).__name__} holds sharded (DTensor) parameters, as FSDP2 makes them; "
+            f"its compiled step is not supported there. Step it eagerly (do not call compile_optimizer)."
+        )
     if isinstance(target, CriticalOptimizer):
         if not all(g["capturable"] and g["foreach"] for g in target.param_groups):
             saved = optimizer.state_dict()

@@ -132,6 +132,12 @@ class CriticalOptimizer(Optimizer):
             if p.grad is None:
                 continue
             check.dense(name, position, p.grad)
+            if group["capturable"] and _sharding.is_sharded(p):
+                raise ValueError(
+                    f"{name}: capturable=True is not supported on sharded (DTensor) parameters, as FSDP2 makes "
+                    f"them (parameter {position} of its group). Use capturable=False: the default path steps "
+                    f"on the shards with one host read per group and step."
+                )
             state = self.state[p]
             fresh = len(state) == 0
             if fresh:

@@ -141,6 +141,31 @@ def test_fsdp2_every_optimizer_equals_the_unsharded_one_on_the_global_batch(tmp_
         assert ranks[0][name]["local_bytes"] < 0.6 * reference["local_bytes"], name
 
 
+def _refusals(rank: int, port: int, out_dir: str) -> None:
+    _init(rank, port)
+    try:
+        messages = []
+        for attempt in (lambda m: cmopt.AdamCM(m.parameters(), capturable=True),
+                        lambda m: cmopt.compile_optimizer(cmopt.AdamCM(m.parameters()))):
+            model = shard(make_model())
+            try:
+                opt = attempt(model)
+                train_steps(model, opt, "adam_cm", range(1), rank)
+            except ValueError as error:
+                messages.append(str(error))
+        torch.save(messages, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_capturable_and_compiled_steps_refuse_sharded_parameters_with_the_alternative(tmp_path):
+    for messages in _run(_refusals, tmp_path):
+        assert len(messages) == 2
+        assert "capturable=True is not supported on sharded (DTensor) parameters" in messages[0]
+        assert "Use capturable=False" in messages[0]
+        assert "Step it eagerly" in messages[1]
+
+
 # ---- ZeroRedundancyOptimizer ------------------------------------------------------------------------
 
 

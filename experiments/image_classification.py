@@ -21,6 +21,7 @@ from torch import nn
 
 from experiments.data.images import build_image_datasets
 from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.models import shard_units
 from experiments.models.images import build_image_model
 
 
@@ -36,11 +37,11 @@ def build_task(cfg: DictConfig) -> Task:
     data = build_image_datasets(**cfg.dataset)
     model = build_image_model(**cfg.model, num_classes=data.num_classes)
     if data.val is None:
-        return Task(model=model, train_data=data.train, eval_data={"test": data.test},
+        return Task(model=model, shard_units=shard_units(model), train_data=data.train, eval_data={"test": data.test},
                     forward=classification_forward, items="images")
     # With a validation split (dataset.val_size), summary.json reports every metric at the evaluation with
     # the best validation accuracy (final_* at the end), and that model is kept as best_model.pt.
-    return Task(model=model, train_data=data.train, eval_data={"val": data.val, "test": data.test},
+    return Task(model=model, shard_units=shard_units(model), train_data=data.train, eval_data={"val": data.val, "test": data.test},
                 forward=classification_forward, select=("val_acc", "max"), items="images")
 
 

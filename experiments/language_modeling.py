@@ -24,6 +24,7 @@ from torch import nn
 
 from experiments.data.text import build_text_corpus, unigram_perplexity
 from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.models import shard_units
 from experiments.models.language import build_language_model
 
 
@@ -46,11 +47,11 @@ def build_task(cfg: DictConfig) -> Task:
                  "unigram_ppl": unigram_perplexity(corpus.train.ids, corpus.vocab_size)}
     if corpus.entropy_rate is not None:
         reference["true_ppl"] = math.exp(corpus.entropy_rate)
-    return Task(model=model, train_data=corpus.train, eval_data={"val": corpus.valid, "test": corpus.test},
+    return Task(model=model, shard_units=shard_units(model), train_data=corpus.train, eval_data={"val": corpus.valid, "test": corpus.test},
                 forward=language_model_forward, derive=perplexity,
                 initial_state=lambda batch: model.initial_hidden(batch[0].shape[1]),
                 select=("val_ppl", "min"), items="tokens",
-                summarize=lambda _: {f"dataset_{k}": v for k, v in reference.items()})
+                summarize=lambda evaluations, totals: {f"dataset_{k}": v for k, v in reference.items()})
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:

@@ -30,6 +30,7 @@ from torch import nn
 from experiments.continual_metrics import continual_metrics, plot_accuracy_matrix
 from experiments.data.continual import build_benchmark
 from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.models import shard_units
 from experiments.models.continual import build_continual_model, mask_logits, task_class_mask
 
 SCENARIOS = ("task_incremental", "class_incremental")
@@ -67,12 +68,13 @@ def build_task(cfg: DictConfig) -> Task:
         eval_data[split_name(j, "test")] = task.test
     return Task(model=model, train_data=[task.train for task in benchmark.tasks], eval_data=eval_data,
                 forward=partial(continual_forward, class_mask=class_mask), items="images",
-                summarize=partial(summarize, task_names=benchmark.task_names,
-                                  batch_size=cfg.trainer.batch_size))
+                summarize=partial(summarize, task_names=benchmark.task_names),
+                shard_units=shard_units(model))
 
 
-def summarize(lines: list[dict[str, Any]], task_names: list[str], batch_size: int) -> dict[str, Any]:
-    """The accuracy matrices, their metrics and the online accuracy, from metrics.jsonl's lines.
+def summarize(lines: list[dict[str, Any]], train_totals: dict[str, float], task_names: list[str]) -> dict[str, Any]:
+    """The accuracy matrices, their metrics and the online accuracy, from the evaluation lines and the
+    training sums.
 
     Row i of R is the last evaluation logged in stage i (the one at the end of task i); the baseline is
     the evaluation at step 0. A run cut short by trainer.max_steps has fewer rows than tasks: its metrics
@@ -87,7 +89,7 @@ def summarize(lines: list[dict[str, Any]], task_names: list[str], batch_size: in
             rows[line.get("stage", 0)] = line  # later lines of a stage replace earlier ones
     trained = sorted(rows)
     summary: dict[str, Any] = {"task_names": task_names, "tasks_trained": len(trained),
-                               "online_accuracy": online_accuracy(lines, batch_size)}
+                               "online_accuracy": online_accuracy(train_totals)}
     for split, prefix in (("test", ""), ("val", "val_")):
         if not trained or split_name(0, split) + "_acc" not in rows[trained[0]]:
             continue
@@ -101,19 +103,10 @@ def summarize(lines: list[dict[str, Any]], task_names: list[str], batch_size: in
     return summary
 
 
-def online_accuracy(lines: list[dict[str, Any]], batch_size: int) -> float | None:
-    """Accuracy on every training batch before its update, over the whole stream.
-
-    Each training line's train_acc averages the steps since the line before, all of `batch_size` items
-    (partial batches are dropped), so its number correct is train_acc * steps * batch_size, an integer.
-    """
-    correct = steps = 0
-    for line in lines:
-        if "train_acc" in line:
-            window = line["step"] - steps
-            correct += round(line["train_acc"] * window * batch_size)
-            steps = line["step"]
-    return correct / (steps * batch_size) if steps else None
+def online_accuracy(train_totals: dict[str, float]) -> float | None:
+    """Accuracy on every training batch before its update, over the whole stream: the number correct
+    summed over every step and process, divided by the items."""
+    return train_totals["acc"] / train_totals["count"] if train_totals.get("count") else None
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:

@@ -15,6 +15,7 @@ from typing import Any
 # Where files live and how they are loaded: a run may resume with other values, Hydra leaves them out
 # of multirun folder names, and results tables never group by them.
 PLACEMENT_KEYS = ("data_dir", "runs_dir", "logger", "trainer.num_workers", "trainer.device",
+                  "trainer.resume_any_world_size",
                   "dataset.root", "dataset.download", "benchmark.root", "benchmark.download")
 # How often a run reports and saves: no result changes, so tables ignore them, but a resumed run would
 # write other metrics lines and checkpoints than the ones its folder holds, so a resume with another

@@ -1,6 +1,6 @@
 """The training engine every runner shares: a runner builds a Task, `train` does the rest.
 
-    result = train(cfg, build_task, run_dir)   # resumes from run_dir/checkpoint.pt when it exists
+    result = train(cfg, build_task, run_dir)   # resumes from run_dir/checkpoint/ when it exists
 """
 
 from experiments.engine.loop import (

@@ -16,6 +16,7 @@ class Placement:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0  # the process's index on its own machine
+    owns_group: bool = False  # setup() started the process group (so teardown() ends it)
 
     @property
     def is_main(self) -> bool:
@@ -43,10 +44,11 @@ def setup(device: str | None = None) -> Placement:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.device={device!r}, but this machine has no usable CUDA GPU. "
                          "Use trainer.device=cpu, or trainer.device=null to pick CUDA only when present.")
-    placement = Placement(torch.device(device), rank, world_size, local_rank)
+    starts = world_size > 1 and not dist.is_initialized()  # a caller's own process group is used as it is
+    placement = Placement(torch.device(device), rank, world_size, local_rank, owns_group=starts)
     if placement.device.type == "cuda":
         torch.cuda.set_device(placement.device)
-    if placement.distributed and not dist.is_initialized():
+    if starts:
         dist.init_process_group("nccl" if placement.device.type == "cuda" else "gloo",
                                 device_id=placement.device if placement.device.type == "cuda" else None)
     return placement
@@ -78,8 +80,8 @@ def local_main_first(placement: Placement):
             dist.barrier()
 
 
-def teardown() -> None:
-    if dist.is_initialized():
+def teardown(placement: Placement) -> None:
+    if placement.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

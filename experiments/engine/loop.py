@@ -1,53 +1,53 @@
 """The training loop every runner shares.
 
 `train(cfg, build_task, run_dir)` joins torchrun's process group if there is one, seeds, builds the
-runner's Task, resumes from `run_dir/checkpoint.pt` when it exists, and trains: one optimizer step
-per batch (SAM's two passes through cmopt.sam_step), a per-step LR schedule, evaluation, flatness
-and optimizer diagnostics on a schedule, metrics to metrics.jsonl (and W&B), atomic checkpoints,
-and summary.json at the end. Only the main process writes files.
+runner's Task, resumes from the run folder's checkpoint when there is one, and trains: one optimizer
+step per batch (SAM's two passes through cmopt.sam_step), a per-step LR schedule, and after each step
+one decision (`Due`) of what else happens: a log line, an evaluation, a flatness measurement, a
+checkpoint, the end. Metrics go to metrics.jsonl (and W&B), summary.json at the end. Only the main
+process writes files, except checkpoints, whose shards every process writes.
 
-A training step reads nothing back to the host: the window's losses and statistics stay on the device
-and are read at each log line, where (and before each checkpoint) all processes check together that
-the loss and the weights are finite, so every process stops with the same message and a non-finite
-state is never saved.
+The pieces: the training state a checkpoint holds (state.py), evaluation and flatness
+(evaluation.py), how parameters are spread over processes (strategy.py: ddp or fsdp), checkpoint
+I/O (checkpoint.py). A training step reads nothing back to the host: the window's losses and
+statistics stay on the device and are read at each log line, where (and before each checkpoint) all
+processes check together that the loss and the weights are finite, so every process stops with the
+same message and a non-finite state is never saved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.nn.utils import clip_grad_norm_
 from torch.optim import Optimizer
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import cmopt
-from experiments.engine import checkpoint, data, distributed
-from experiments.engine.checkpoint import CHECKPOINT_NAME
+from experiments.engine import checkpoint, data, distributed, strategy as strategies
 from experiments.engine.distributed import Placement
+from experiments.engine.evaluation import Measurements, unsharded_copy
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
+from experiments.engine.state import Progress, TrainingState, Window
 from experiments.engine.task import Task, detach, move_to
 from experiments.options import PLACEMENT_KEYS
 
-log = logging.getLogger(__name__)
+RESUMABLE_CHANGES = PLACEMENT_KEYS  # (removed by a branch being merged)
 
-# Keys that may change between a run and its resumption: where things live and how they are loaded.
-RESUMABLE_CHANGES = PLACEMENT_KEYS
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,17 +61,6 @@ class TrainResult:
     optimizer: Optimizer
 
 
-@dataclass
-class Progress:
-    """Where training stands: steps taken, and the next batch to train (stage, epoch, batch index)."""
-
-    step: int = 0
-    stage: int = 0
-    epoch: int = 0
-    batch: int = 0
-    finished: bool = False
-
-
 def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: str | Path) -> TrainResult:
     """Train the Task that `build_task(cfg)` returns, in `run_dir`, resuming from its checkpoint if any."""
     check_settings(cfg)
@@ -83,7 +72,7 @@ def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: st
             task = build_task(cfg)
         return Trainer(cfg, task, placement, Path(run_dir)).fit()
     finally:
-        distributed.teardown()
+        distributed.teardown(placement)
 
 
 @contextlib.contextmanager
@@ -131,19 +120,33 @@ def _log_to_files(message: str) -> None:
             handler.handle(record)
 
 
+@dataclass
+class Due:
+    """What happens after a training step, decided in one place (`Trainer._due`)."""
+
+    log: bool = False
+    evaluate: bool = False
+    measure: bool = False
+    save: bool = False
+    stop: bool = False
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, task: Task, placement: Placement, run_dir: Path):
         self.cfg, self.t, self.task, self.placement, self.run_dir = cfg, cfg.trainer, task, placement, run_dir
-        self.model = task.model.to(placement.device)  # what checkpoints hold: never the compiled wrapper
+        self.strategy = strategies.build(self.t.strategy, placement)
+        self.model = task.model.to(placement.device)  # what checkpoints hold: never a compiled wrapper
+        unsharded = unsharded_copy(self.model, self.strategy, self.t, placement.is_main)
+        bf16 = self.t.precision == "bf16" and placement.device.type == "cuda"
+        # ddp: the DDP wrapper (the plain model in one process); fsdp: the model itself, sharded in place.
+        self.wrapped = self.strategy.wrap(self.model, task.shard_units, bf16)
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         if self.t.compile in ("optimizer", "both"):
             cmopt.compile_optimizer(self.optimizer)  # before the scheduler, as compile_optimizer asks
-        self.ddp_model = (DistributedDataParallel(self.model, device_ids=_device_ids(placement))
-                          if placement.distributed else self.model)
         # Training passes go through the compiled model; evaluation and flatness (double backward) stay eager.
-        self.train_model = torch.compile(self.ddp_model) if self.t.compile in ("model", "both") else self.ddp_model
+        self.train_model = torch.compile(self.wrapped) if self.t.compile in ("model", "both") else self.wrapped
+        self.measurements = Measurements(task, self.t, placement, self.strategy, cfg.seed, unsharded)
         self.batch_size = _per_process_batch_size(self.t.batch_size, placement.world_size)
-        self.eval_batch_size = self.t.eval_batch_size or self.t.batch_size  # global, like batch_size
         self.stages = task.stages
         self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
         self.epochs, self.total_steps = self._length()
@@ -153,45 +156,38 @@ class Trainer:
             # SAM's perturbation is normalised, so clipping its first-pass gradient would change nothing:
             # clip once, just before the update (for SAM, in its base optimizer's step).
             updater = getattr(self.optimizer, "base_optimizer", self.optimizer)
-            updater.register_step_pre_hook(self._clip_gradients)
-        self.progress = Progress()
-        self.window = _Window()  # this process's training loss and statistics since the last log line
-        self.latest: dict[str, Any] = {}  # the last logged value of every metric, for summary.json
-        self.best: dict[str, Any] = {}  # with Task.select: the step and metrics of the best evaluation so far
+            updater.register_step_pre_hook(lambda *_: self.strategy.clip_gradients(self.model, self.t.grad_clip))
+        self.state = TrainingState()  # what a checkpoint holds (with model, optimizer, scheduler)
+        self.window = Window()  # this process's training loss and statistics since the last log line
         self.carried = None  # with Task.initial_state: the state carried to the next training batch
-        # The last stage's first loss: a final training loss above it means divergence.
-        self.first_loss: torch.Tensor | float | None = None
-        self.wall_time_before_s = 0.0  # time spent before the last resumption
-        self.flatness_batch = (data.fixed_batch(self.stages[0], self.t.flatness_batch_size, task.collate_fn)
-                               if self.t.flatness_interval or self.t.flatness_at_end else None)
-
-    def _clip_gradients(self, *_) -> None:
-        clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+        self.first_loss: torch.Tensor | None = None  # the last stage's first loss, on the device until read
+        self.lr = self.optimizer.param_groups[0]["lr"]  # the lr of the last step taken
+        self.metrics: MetricsLog | None = None  # opened by fit()
+        self.started = time.perf_counter()
 
     # ---- the run ----------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        checkpoint_path = self.run_dir / CHECKPOINT_NAME
-        resumed = checkpoint.load(checkpoint_path, self.placement.device) if checkpoint_path.exists() else None
-        if resumed is not None:
-            self._restore(resumed)
-        if self.progress.finished:
+        resumed = checkpoint.exists(self.run_dir)
+        if resumed:
+            self._restore()
+        if self.state.progress.finished:
             summary = read_summary(self.run_dir)
             if self.placement.is_main:
                 log.info("%s already finished (%d steps): %s. Nothing to train; delete the folder to train again.",
-                         self.run_dir, self.progress.step, _headline(summary))
+                         self.run_dir, self.state.progress.step, _headline(summary))
             return TrainResult(summary, self.model, self.optimizer)
-        if resumed is None:
+        if not resumed:
             # Per-process streams: dropout masks differ across processes.
             checkpoint.seed_everything(self.cfg.seed + self.placement.rank)
         if self.placement.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
-            log.info("Training %d steps (%s) in %s on %s x%d%s.", self.total_steps, self._length_in_words(),
-                     self.run_dir, self.placement.device, self.placement.world_size,
-                     f", resumed at step {self.progress.step}" if resumed else "")
+            log.info("Training %d steps (%s) in %s on %s x%d (%s)%s.", self.total_steps, self._length_in_words(),
+                     self.run_dir, self.placement.device, self.placement.world_size, self.strategy.name,
+                     f", resumed at step {self.state.progress.step}" if resumed else "")
         self.metrics = MetricsLog(self.run_dir, self.cfg.logger, self.cfg, enabled=self.placement.is_main,
-                                  resume_bytes=resumed["metrics_bytes"] if resumed else 0)
+                                  resume_bytes=self.state.metrics_bytes if resumed else 0)
         self.started = time.perf_counter()
         summary, exit_code = None, 1
         try:
@@ -203,45 +199,54 @@ class Trainer:
         return TrainResult(summary, self.model, self.optimizer)
 
     def _loop(self) -> None:
+        progress = self.state.progress
         name = self.run_dir.name if len(self.run_dir.name) <= 40 else self.run_dir.name[:39] + "…"
         # Log lines (evaluations) print above the bar instead of through it.
-        with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=self.progress.step,
+        with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=progress.step,
                                            disable=not self.placement.is_main, desc=name, dynamic_ncols=True) as bar:
-            if self.progress.step == 0 and self.t.eval_at_start:
-                self._log(self.evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
+            if progress.step == 0 and self.t.eval_at_start:
+                self._record(self._evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
                 if epoch == 0 and index == 0:  # a stage's first step (continual tasks each start afresh)
                     self.first_loss = loss  # stays on the device; read with the next checkpoint or at the end
-                self.window.add(loss, count, stats, time.perf_counter() - started, self.progress.step + 1,
-                                stage, epoch)
-                self._advance(stage, epoch, index)
+                self.window.add(loss, count, stats, time.perf_counter() - started, (progress.step + 1, stage, epoch))
+                progress.advance(stage, epoch, index, self.batches_per_epoch, self.epochs)
                 bar.update(1)
-                step, last = self.progress.step, self.progress.step == self.total_steps
-                end_of_epoch = self.progress.batch == 0
-                end_of_stage = end_of_epoch and self.progress.stage != stage
+                due = self._due(stage)
                 line = {}
-                if step % self.t.log_interval == 0 or last:
-                    line.update(self._train_metrics(self.window))
+                if due.log:
+                    line.update(self._train_metrics())
                     bar.set_postfix(loss=f"{line['train_loss']:.4f}")
-                    self.window = _Window()
-                eval_due = _due(step, self.t.eval_interval) if self.t.eval_interval else end_of_epoch
-                if eval_due or end_of_stage or last:
-                    line.update(self.evaluate())
+                if due.evaluate:
+                    line.update(self._evaluate())
                     self._keep_if_best(line)
-                if _due(step, self.t.flatness_interval) or (last and self.t.flatness_at_end):
-                    line.update(self.measure_flatness())
+                if due.measure:
+                    line.update(self.measurements.flatness(self.model))
                 if line:
-                    self._log(line, stage, epoch)
-                if last:
+                    self._record(line, stage, epoch)
+                if due.stop:
                     break
-                if _due(step, self.t.checkpoint_interval):
+                if due.save:
                     self._save_checkpoint()
+
+    def _due(self, stage: int) -> Due:
+        """The one place that decides what follows the step just taken (`stage`: the stage it trained)."""
+        p, t = self.state.progress, self.t
+        last = p.step == self.total_steps
+        end_of_epoch = p.batch == 0
+        end_of_stage = end_of_epoch and p.stage != stage
+        return Due(log=p.step % t.log_interval == 0 or last,
+                   evaluate=(_every(p.step, t.eval_interval) if t.eval_interval else end_of_epoch) or end_of_stage or last,
+                   measure=_every(p.step, t.flatness_interval) or (last and t.flatness_at_end),
+                   save=_every(p.step, t.checkpoint_interval) and not last,
+                   stop=last)
 
     def _batches(self) -> Iterator[tuple[int, int, int, Any]]:
         """(stage, epoch, batch index, batch) from the resume position to the end of the last stage."""
-        start = (self.progress.stage, self.progress.epoch, self.progress.batch)
+        p = self.state.progress
+        start = (p.stage, p.epoch, p.batch)
         for stage in range(start[0], len(self.stages)):
             for epoch in range(start[1] if stage == start[0] else 0, self.epochs):
                 skip = start[2] if (stage, epoch) == start[:2] else 0
@@ -254,26 +259,20 @@ class Trainer:
                 for index, batch in enumerate(loader, start=skip):
                     yield stage, epoch, index, batch
 
-    def _forward(self, model: nn.Module, batch, state=None) -> tuple:
-        """(loss, count, stats, next carried state or None): Task.forward with the state when it carries one."""
-        if self.task.initial_state is None:
-            return (*self.task.forward(model, batch), None)
-        return self.task.forward(model, batch, self.task.initial_state(batch) if state is None else state)
-
     def _train_step(self, batch) -> tuple[torch.Tensor, int | torch.Tensor, dict[str, torch.Tensor]]:
         batch = move_to(batch, self.placement.device)
         first_pass = []
 
         def compute_loss() -> torch.Tensor:
             # SAM's second pass starts from the same carried state as its first; the first pass's is kept.
-            with self._autocast():
-                loss, count, stats, state = self._forward(self.train_model, batch, self.carried)
+            with self.measurements.autocast():
+                loss, count, stats, state = self.measurements.forward(self.train_model, batch, self.carried)
             first_pass.append((count, stats, state))
             return loss
 
         self.optimizer.zero_grad(set_to_none=True)
         if isinstance(self.optimizer, cmopt.SAM):
-            loss = cmopt.sam_step(self.optimizer, self.ddp_model, compute_loss)
+            loss = cmopt.sam_step(self.optimizer, self.wrapped, compute_loss)
         else:
             loss = compute_loss()
             loss.backward()
@@ -285,7 +284,48 @@ class Trainer:
             self.carried = detach(state)  # truncated backpropagation: the next batch starts from its value
         return loss.detach(), count, {k: v.detach() for k, v in stats.items()}
 
-    def _check_finite(self, losses: torch.Tensor, window: "_Window") -> None:
+    # ---- measurements -----------------------------------------------------------------------------
+
+    def _train_metrics(self) -> dict[str, Any]:
+        """The window's metrics: its first read of the device since the last log line."""
+        window, device = self.window, self.placement.device
+        sums = distributed.sum_across_processes(
+            {"losses": window.losses(device), "count": torch.as_tensor(window.count, device=device),
+             **window.stats}, self.placement)
+        losses = sums.pop("losses")
+        self._check_finite(losses, window)
+        sums["loss"] = losses.sum()
+        self.state.add_train_totals({k: float(v) for k, v in sums.items()})  # exact: the summary's sums
+        items = float(sums["count"])
+        metrics = {f"train_{k}": v for k, v in self.measurements.per_item(sums).items()}
+        step_time_s = window.time_s / window.steps
+        metrics.update(lr=self.lr, step_time_s=step_time_s,
+                       **{f"{self.task.items}_per_s": items / window.steps / step_time_s},
+                       optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
+                       **cmopt.critical_buffer_stats(self.optimizer))
+        self.window = Window()
+        return metrics
+
+    def _evaluate(self) -> dict[str, float]:
+        return self.measurements.evaluate(self.model)
+
+    def _keep_if_best(self, line: dict[str, Any]) -> None:
+        """With Task.select: remember this evaluation and keep the model when its metric is the best so far.
+        A schedule that follows the metric (LR on plateau) sees it too."""
+        if self.task.select is None:
+            return
+        name, mode = self.task.select
+        value = line[name]
+        self.scheduler.observe(value)
+        best = self.state.best.get("metrics", {}).get(name)
+        if best is None or (value < best if mode == "min" else value > best):
+            self.state.best = {"step": self.state.progress.step,
+                               "metrics": {k: v for k, v in line.items() if self._is_evaluated(k)}}
+            weights = self.strategy.full_state_dict(self.model)  # collective under fsdp
+            if self.placement.is_main:
+                checkpoint.save_atomically(weights, self.run_dir / checkpoint.BEST_MODEL_NAME)
+
+    def _check_finite(self, losses: torch.Tensor, window: Window) -> None:
         """Raise NonFiniteLossError naming the first step whose (all-process) loss is not finite."""
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad) == 0:
@@ -299,224 +339,131 @@ class Trainer:
     def _advice(self) -> str:
         fix = (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
                "(trainer.grad_clip=1.0).")
-        if not hasattr(self, "saved_step"):
+        if self.state.saved_step is None:
             return f"{fix} No checkpoint was written yet; {METRICS_NAME} is kept."
         # The checkpoint holds this config: a rerun with a change would be refused in this folder.
-        return (f"{fix} The last good checkpoint (step {self.saved_step}) and {METRICS_NAME} are kept in "
+        return (f"{fix} The last good checkpoint (step {self.state.saved_step}) and {METRICS_NAME} are kept in "
                 f"{self.run_dir}. A changed config trains in a folder of its own: add run_name=<new name> to "
                 f"the command, or delete {self.run_dir} to start over.")
 
     def _check_state_finite(self) -> None:
         """Before a checkpoint: the unlogged losses and every weight finite, on all processes together."""
         losses = self.window.losses(self.placement.device)
-        weights_ok = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        weights_ok = torch.stack([_local(p).detach().isfinite().all() for p in self.model.parameters()]).all()
         sums = distributed.sum_across_processes(
             {"losses": losses, "weights_bad": (~weights_ok).double()}, self.placement)
         self._check_finite(sums["losses"], self.window)
         if float(sums["weights_bad"]) > 0:
             raise NonFiniteLossError(
-                f"A weight became NaN or infinite by step {self.progress.step}, with a finite loss. "
+                f"A weight became NaN or infinite by step {self.state.progress.step}, with a finite loss. "
                 f"{self._advice()}")
-
-    def _advance(self, stage: int, epoch: int, index: int) -> None:
-        p = self.progress
-        p.step += 1
-        p.stage, p.epoch, p.batch = stage, epoch, index + 1
-        if p.batch == self.batches_per_epoch[stage]:
-            p.epoch, p.batch = epoch + 1, 0
-            if p.epoch == self.epochs:
-                p.stage, p.epoch = stage + 1, 0
-
-    # ---- measurements -----------------------------------------------------------------------------
-
-    def _train_metrics(self, window: "_Window") -> dict[str, Any]:
-        """The window's metrics: its first read of the device since the last log line."""
-        device = self.placement.device
-        sums = distributed.sum_across_processes(
-            {"losses": window.losses(device), "count": torch.as_tensor(window.count, device=device),
-             **window.stats}, self.placement)
-        losses = sums.pop("losses")
-        self._check_finite(losses, window)
-        sums["loss"] = losses.sum()
-        items = float(sums["count"])
-        metrics = self._per_item(sums)
-        metrics = {f"train_{k}": v for k, v in metrics.items()}
-        step_time_s = window.time_s / window.steps
-        metrics.update(lr=self.lr, step_time_s=step_time_s,
-                       **{f"{self.task.items}_per_s": items / window.steps / step_time_s},
-                       optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
-                       **cmopt.critical_buffer_stats(self.optimizer))
-        return metrics
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Every eval split: statistics summed over all processes' items, divided by the summed counts."""
-        self.model.eval()
-        metrics = {}
-        for split, dataset in self.task.eval_data.items():
-            sums = {"loss": torch.zeros((), dtype=torch.float64, device=self.placement.device),
-                    "count": torch.zeros((), dtype=torch.float64, device=self.placement.device)}
-            loader = data.eval_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.t.num_workers,
-                                      collate_fn=self.task.collate_fn, placement=self.placement)
-            state = None  # every split starts from Task.initial_state
-            for batch in loader:
-                with self._autocast():
-                    loss, count, stats, state = self._forward(
-                        self.model, move_to(batch, self.placement.device), state)
-                sums["loss"] += loss.double() * count
-                sums["count"] += count
-                for name, value in stats.items():
-                    sums[name] = sums.get(name, 0) + value.double()
-            split_metrics = self._per_item(distributed.sum_across_processes(sums, self.placement))
-            metrics.update({f"{split}_{k}": v for k, v in split_metrics.items()})
-        self.model.train()
-        return metrics
-
-    def measure_flatness(self) -> dict[str, float]:
-        """Top Hessian eigenvalue (and trace, if asked) of the training loss on a fixed batch, in eval mode.
-
-        Main process only: every process holds the same weights."""
-        if not self.placement.is_main:
-            return {}
-        batch = move_to(self.flatness_batch, self.placement.device)
-
-        def loss_fn(model, b):
-            return self._forward(model, b)[0].float()  # a carried state starts from Task.initial_state
-
-        self.model.eval()
-        # cuDNN's RNN kernels have no double backward, which Hessian-vector products need.
-        with torch.backends.cudnn.flags(enabled=False):
-            metrics = {"top_hessian_eigenvalue": cmopt.top_hessian_eigenvalue(
-                self.model, loss_fn, batch, max_iter=self.t.flatness_max_iter, seed=self.cfg.seed)}
-            if self.t.hessian_trace_samples:
-                metrics["hessian_trace"] = cmopt.hessian_trace(
-                    self.model, loss_fn, batch, n_samples=self.t.hessian_trace_samples, seed=self.cfg.seed)
-        self.model.train()
-        return metrics
-
-    def _keep_if_best(self, line: dict[str, Any]) -> None:
-        """With Task.select: remember this evaluation and keep the model when its metric is the best so far.
-        A schedule that follows the metric (LR on plateau) sees it too."""
-        if self.task.select is None:
-            return
-        name, mode = self.task.select
-        value = line[name]
-        self.scheduler.observe(value)
-        best = self.best.get("metrics", {}).get(name)
-        if best is None or (value < best if mode == "min" else value > best):
-            evaluated = {k: v for k, v in line.items() if any(k.startswith(f"{s}_") for s in self.task.eval_data)}
-            self.best = {"step": self.progress.step, "metrics": evaluated}
-            if self.placement.is_main:
-                checkpoint.save_atomically(self.model.state_dict(), self.run_dir / checkpoint.BEST_MODEL_NAME)
-
-    def _per_item(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
-        count = float(sums.pop("count"))
-        metrics = {name: float(value) / count for name, value in sums.items()}
-        if self.task.derive is not None:
-            metrics.update(self.task.derive(metrics))
-        return metrics
 
     # ---- outputs ----------------------------------------------------------------------------------
 
-    def _log(self, line: dict[str, Any], stage: int, epoch: int) -> None:
-        position = {"step": self.progress.step, "epoch": epoch}
+    def _record(self, line: dict[str, Any], stage: int, epoch: int) -> None:
+        position = {"step": self.state.progress.step, "epoch": epoch}
         if len(self.stages) > 1:
             position["stage"] = stage
         self.metrics.write({**position, **line})
-        self.latest.update(line)
+        self.state.latest.update(line)
+        if any(self._is_evaluated(k) for k in line):
+            self.state.evaluations.append({**position, **{k: v for k, v in line.items() if self._is_evaluated(k)}})
         reported = {k: v for k, v in line.items() if k in REPORTED or self._is_evaluated(k)}
         if self.placement.is_main and any(k != "train_loss" for k in reported):  # an evaluation or flatness
             where = f"epoch {epoch}" if len(self.stages) == 1 else f"stage {stage}, epoch {epoch}"
-            log.info("step %d/%d (%s): %s", self.progress.step, self.total_steps, where, _numbers(reported))
+            log.info("step %d/%d (%s): %s", self.state.progress.step, self.total_steps, where, _numbers(reported))
 
     def _is_evaluated(self, key: str) -> bool:
         return any(key.startswith(f"{split}_") for split in self.task.eval_data)
 
     def _save_checkpoint(self) -> None:
         self._check_state_finite()
-        first_loss = self._first_loss()  # on every process: it averages over them
+        self.state.first_loss = self._first_loss()  # on every process: it averages over them
+        self.state.wall_time_s, self.started = self._wall_time_s(), time.perf_counter()
+        self.state.metrics_bytes = self.metrics.size()
+        self.state.saved_step = self.state.progress.step
         # Every process's RNG streams, unlogged training statistics and carried state.
         per_process = distributed.gather_objects(
-            {"rng": checkpoint.rng_state(), "window": self.window.state(), "carried": move_to(self.carried, "cpu")},
-            self.placement)
-        if self.placement.is_main:
-            checkpoint.save_atomically({
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "progress": asdict(self.progress),
-                "per_process": per_process,
-                "metrics_bytes": self.metrics.size(),
-                "latest": self.latest,
-                "best": self.best,
-                "wall_time_s": self._wall_time_s(),
-                "first_loss": first_loss,
-                "config": _identity(self.cfg),
-            }, self.run_dir / CHECKPOINT_NAME)
-        self.saved_step = self.progress.step
+            {"rng": checkpoint.rng_state(), "window": self.window.state_dict(),
+             "carried": move_to(self.carried, "cpu")}, self.placement)
+        trainer = {"state": self.state.state_dict(), "scheduler": self.scheduler.state_dict(),
+                   "per_process": per_process, "strategy": self.strategy.name, "config": _identity(self.cfg)}
+        checkpoint.save(self.run_dir, self.model, self.optimizer, trainer, self.placement.is_main)
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        differences = _differences(state["config"], _identity(self.cfg))
+    def _restore(self) -> None:
+        saved = checkpoint.load_trainer(self.run_dir)
+        legacy = saved if "state" not in saved else None  # a single-file checkpoint.pt of earlier versions
+        state = _state_of_legacy(saved, self.run_dir) if legacy is not None else TrainingState.from_state_dict(saved["state"])
+        differences = _differences(saved["config"], _identity(self.cfg))
         if differences:
             raise ValueError(
                 f"The run folder {self.run_dir} holds a run with a different config "
                 f"({'; '.join(differences)}). "
                 "Give this run its own folder (e.g. run_name=<name> or runs_dir=<dir>), or delete the folder "
                 "to start over.")
-        finished = state["progress"]["finished"]  # a finished run reopens with any number of processes
-        if not finished and len(state["per_process"]) != self.placement.world_size:
-            raise ValueError(f"{self.run_dir} was trained by {len(state['per_process'])} process(es); resume "
-                             f"it with the same number (now {self.placement.world_size}) to continue exactly.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.progress = Progress(**state["progress"])
-        self.latest = dict(state["latest"])
-        self.best = dict(state.get("best", {}))
-        self.wall_time_before_s = state["wall_time_s"]
-        self.saved_step = self.progress.step
-        self.first_loss = state.get("first_loss")
+        finished = state.progress.finished  # a finished run reopens with any number of processes
+        saved_world = len(saved["per_process"])
+        if not finished and saved_world != self.placement.world_size and not self.t.resume_any_world_size:
+            raise ValueError(
+                f"{self.run_dir} was trained by {saved_world} process(es); resume it with the same number (now "
+                f"{self.placement.world_size}) to continue exactly, or pass trainer.resume_any_world_size=true to "
+                f"continue on {self.placement.world_size} (the README says which batches that epoch then takes).")
+        if legacy is not None and self.strategy.name != "ddp":
+            raise ValueError(f"{self.run_dir} holds a single-file checkpoint.pt of an earlier version, which "
+                             f"resumes with trainer.strategy=ddp only (now {self.strategy.name}).")
+        checkpoint.load_model_and_optimizer(self.run_dir, self.model, self.optimizer, legacy)
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = state
+        self.first_loss = None
         if finished:
             return
-        own = state["per_process"][self.placement.rank]
-        checkpoint.set_rng_state(own["rng"])
-        self.window = _Window(**own["window"])
-        self.carried = move_to(own.get("carried"), self.placement.device)
+        if saved_world == self.placement.world_size:
+            own = saved["per_process"][self.placement.rank]
+            checkpoint.set_rng_state(own["rng"])
+            self.window = Window(**own["window"])
+            self.carried = move_to(own.get("carried"), self.placement.device)
+        else:  # trainer.resume_any_world_size: the unlogged sums go on in the main process; fresh streams
+            self.window = Window.merged([p["window"] for p in saved["per_process"]]) if self.placement.is_main \
+                else Window()
+            checkpoint.seed_everything(self.cfg.seed + self.placement.rank + 1_000 * state.progress.step)
+            self.carried = None  # the carried state starts again from Task.initial_state
 
     def _finish(self) -> dict[str, Any]:
         summary = None
         warnings = self._warnings()  # on every process: reading the first loss averages over them
         if self.placement.is_main:
-            summary = {"status": "finished", "steps": self.progress.step, "top_hessian_eigenvalue": None,
-                       **self.latest, "wall_time_s": self._wall_time_s(), "warnings": warnings}
-            if self.best:  # every evaluated metric at the best evaluation; at the end as final_<metric>
+            latest = self.state.latest
+            summary = {"status": "finished", "steps": self.state.progress.step, "top_hessian_eigenvalue": None,
+                       **latest, "wall_time_s": self._wall_time_s(), "warnings": warnings}
+            best = self.state.best
+            if best:  # every evaluated metric at the best evaluation; at the end as final_<metric>
                 name = self.task.select[0]
-                summary.update({f"final_{k}": self.latest[k] for k in self.best["metrics"]})
-                summary.update(self.best["metrics"], best_step=self.best["step"])
-                summary[f"best_{name}"] = self.best["metrics"][name]
+                summary.update({f"final_{k}": latest[k] for k in best["metrics"]})
+                summary.update(best["metrics"], best_step=best["step"])
+                summary[f"best_{name}"] = best["metrics"][name]
             if self.task.summarize is not None:
-                lines = [json.loads(s) for s in (self.run_dir / METRICS_NAME).read_text().splitlines()]
-                summary.update(self.task.summarize(lines))
+                summary.update(self.task.summarize(self.state.evaluations, self.state.train_totals))
             write_summary(self.run_dir, summary)
-        self.progress.finished = True
+        self.state.progress.finished = True
         self._save_checkpoint()  # after summary.json: a run killed in between redoes its last steps
         if self.placement.is_main:
             for warning in warnings:
                 log.warning(warning)
-            log.info("Finished %d steps in %s: %s.", self.progress.step, self.run_dir, _headline(summary))
+            log.info("Finished %d steps in %s: %s.", self.state.progress.step, self.run_dir, _headline(summary))
         return summary
 
     def _first_loss(self) -> float | None:
         """The last stage's first training loss, averaged over the processes (read from the device once)."""
-        if isinstance(self.first_loss, torch.Tensor):
+        if self.first_loss is not None:
             total = distributed.sum_across_processes({"loss": self.first_loss.double()}, self.placement)["loss"]
-            self.first_loss = float(total) / self.placement.world_size
-        return self.first_loss
+            self.state.first_loss = float(total) / self.placement.world_size
+            self.first_loss = None
+        return self.state.first_loss
 
     def _warnings(self) -> list[str]:
         """What a finished run's numbers say went wrong without a NaN: a final training loss above the first
         of its (last) stage; an earlier stage's would compare different tasks of a continual run."""
-        first, final = self._first_loss(), self.latest.get("train_loss")
+        first, final = self._first_loss(), self.state.latest.get("train_loss")
         if first is None or final is None or final <= first:
             return []
         which = "first step's of the last stage" if len(self.stages) > 1 else "first step's"
@@ -525,7 +472,7 @@ class Trainer:
                 "gradients (trainer.grad_clip=1.0), in a folder of its own (run_name=<new name>)."]
 
     def _wall_time_s(self) -> float:
-        return self.wall_time_before_s + time.perf_counter() - self.started
+        return self.state.wall_time_s + time.perf_counter() - self.started
 
     def _length(self) -> tuple[int, int]:
         """(epochs per stage, total steps). trainer.max_steps, when given, decides a single-stage run's length
@@ -556,47 +503,38 @@ class Trainer:
             return f"{epochs}; trainer.max_steps={max_steps} only caps a run of several stages"
         return epochs
 
-    def _autocast(self):
-        bf16 = self.t.precision == "bf16" and self.placement.device.type == "cuda"  # the CPU runs fp32
-        return torch.autocast(self.placement.device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-class _Window:
-    """Training losses (one per step, times its count), counts and statistics since the last log line.
-
-    They stay where the step computed them (no host read per step); `positions` are (step, stage, epoch).
-    """
-
-    def __init__(self, step_losses=None, count=0, steps=0, time_s=0.0, stats=None, positions=None):
-        self.step_losses: list[torch.Tensor] = list(step_losses or [])
-        self.count, self.steps, self.time_s = count, steps, time_s
-        self.stats: dict[str, torch.Tensor] = dict(stats or {})
-        self.positions: list[tuple[int, int, int]] = [tuple(p) for p in positions or []]
-
-    def add(self, loss: torch.Tensor, count: int | torch.Tensor, stats: dict[str, torch.Tensor], time_s: float,
-            step: int, stage: int, epoch: int) -> None:
-        self.step_losses.append(loss.double() * count)
-        self.count = self.count + count
-        self.steps += 1
-        self.time_s += time_s
-        self.positions.append((step, stage, epoch))
-        for name, value in stats.items():
-            self.stats[name] = self.stats.get(name, 0) + value.double()
-
-    def losses(self, device: torch.device) -> torch.Tensor:
-        if not self.step_losses:
-            return torch.zeros(0, dtype=torch.float64, device=device)
-        return torch.stack([x.to(device) for x in self.step_losses])
-
-    def state(self) -> dict[str, Any]:
-        """For the checkpoint, on the CPU."""
-        return {"step_losses": [x.cpu() for x in self.step_losses], "count": move_to(self.count, "cpu"),
-                "steps": self.steps, "time_s": self.time_s, "positions": self.positions,
-                "stats": {k: move_to(v, "cpu") for k, v in self.stats.items()}}
-
 
 # Besides every evaluated metric (<split>_<name>), what an evaluation's log line and the final line show.
 REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace")
+
+
+def _state_of_legacy(saved: dict[str, Any], run_dir: Path) -> TrainingState:
+    """The training state of a single-file checkpoint.pt: its evaluations and training sums rebuilt from
+    metrics.jsonl up to the checkpoint (the training sums from the logged averages, as it then did)."""
+    import json
+
+    with open(run_dir / METRICS_NAME, "rb") as f:
+        lines = [json.loads(s) for s in f.read(saved["metrics_bytes"]).decode().splitlines()]
+    state = TrainingState(progress=Progress(**saved["progress"]), latest=dict(saved["latest"]),
+                          best=dict(saved.get("best", {})), first_loss=saved.get("first_loss"),
+                          wall_time_s=saved["wall_time_s"], saved_step=saved["progress"]["step"],
+                          metrics_bytes=saved["metrics_bytes"])
+    steps = 0
+    for line in lines:
+        evaluated = {k: v for k, v in line.items() if k.startswith(("val", "test")) or "_val_" in k or "_test_" in k}
+        if evaluated:
+            state.evaluations.append({k: line[k] for k in ("step", "epoch", "stage") if k in line} | evaluated)
+        if "train_loss" in line:
+            window = line["step"] - steps
+            count = window * saved["config"]["trainer"]["batch_size"]
+            state.add_train_totals({"count": count, **{k[len("train_"):]: v * count for k, v in line.items()
+                                                      if k.startswith("train_") and isinstance(v, float)}})
+            steps = line["step"]
+    return state
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _numbers(metrics: dict[str, Any]) -> str:
@@ -624,7 +562,7 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
     return cmopt.create_optimizer(name, model, **hyperparameters)
 
 
-def _due(step: int, interval: int | None) -> bool:
+def _every(step: int, interval: int | None) -> bool:
     return bool(interval) and step % interval == 0
 
 
@@ -634,10 +572,6 @@ def _per_process_batch_size(batch_size: int, world_size: int) -> int:
         raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must split evenly over "
                          f"{world_size} processes; use a multiple of {world_size}.")
     return batch_size // world_size
-
-
-def _device_ids(placement: Placement) -> list[int] | None:
-    return [placement.device.index] if placement.device.type == "cuda" else None
 
 
 def _make_deterministic(device: torch.device, on_gpu: bool) -> None:
@@ -653,7 +587,7 @@ def _make_deterministic(device: torch.device, on_gpu: bool) -> None:
 def _identity(cfg: DictConfig) -> dict[str, Any]:
     """The config as written (interpolations unresolved), minus what may change on resume."""
     identity = OmegaConf.to_container(cfg, resolve=False)
-    for key in RESUMABLE_CHANGES:
+    for key in PLACEMENT_KEYS:
         *parents, leaf = key.split(".")
         node = identity
         for parent in parents:

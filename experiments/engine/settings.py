@@ -10,10 +10,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from experiments.engine.strategy import STRATEGIES
 from experiments.options import Valid, boolean, check_values, integer, number, one_of, shown
 
 PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("none", "optimizer", "model", "both")
+STRATEGY_NAMES = tuple(STRATEGIES)
 
 TRAINER_SETTINGS = {
     "device": Valid(lambda v: v is None or isinstance(v, str), "null (cuda when present, else cpu) or a device "
@@ -21,6 +23,8 @@ TRAINER_SETTINGS = {
     "deterministic_gpu": boolean(),
     "precision": one_of(*PRECISIONS),
     "compile": one_of(*COMPILE_MODES),
+    "strategy": one_of(*STRATEGY_NAMES),
+    "resume_any_world_size": boolean(),
     "epochs": integer(1),
     "max_steps": integer(1, null="epochs decide"),
     "batch_size": integer(1),

@@ -45,6 +45,11 @@ class Task:
     `select` = (metric, "min" or "max"): the evaluation metric (e.g. "val_ppl") that picks the best
     checkpoint; summary.json then reports every metric at that evaluation (and `final_*` at the end),
     and the best model is kept in the run folder. `items` names what `count` counts (tokens, images).
+    `summarize(evaluations, train_totals)` gets every evaluation line logged and the exact sums over
+    all training steps and processes of each training statistic (and "count", "loss").
+
+    `shard_units`: the blocks that trainer.strategy=fsdp shards one by one (a ResNet's stages, an LSTM's
+    layers, a transformer's blocks), before the root; the model builder says which.
     """
 
     model: nn.Module
@@ -53,10 +58,11 @@ class Task:
     forward: Forward
     derive: Callable[[dict[str, float]], dict[str, float]] | None = None
     collate_fn: Callable[[list], Any] | None = None
-    summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    summarize: Callable[[list[dict[str, Any]], dict[str, float]], dict[str, Any]] | None = None
     initial_state: Callable[[Any], Any] | None = None
     select: tuple[str, str] | None = None
     items: str = "items"
+    shard_units: Sequence[nn.Module] = ()
 
     @property
     def stages(self) -> list[Dataset | BatchStream]:

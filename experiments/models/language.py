@@ -40,9 +40,13 @@ class LSTMLanguageModel(nn.Module):
         output, hidden = self.lstm(embedded, hidden)
         return self.decoder(self.output_dropout(output)), hidden
 
+    def shard_units(self) -> list[nn.Module]:
+        """FSDP's blocks: the LSTM (the embedding and the decoder may share one matrix: they stay in the root)."""
+        return [self.lstm]
+
     def initial_hidden(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        weight = self.decoder.bias
-        zeros = weight.new_zeros(self.layers, batch_size, self.nhid)
+        weight = self.decoder.bias  # its dtype and device (a plain tensor also when FSDP shards the weight)
+        zeros = torch.zeros(self.layers, batch_size, self.nhid, dtype=weight.dtype, device=weight.device)
         return zeros, zeros.clone()
 
 

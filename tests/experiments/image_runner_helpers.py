@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from experiments.engine import checkpoint
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -49,13 +51,13 @@ def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: floa
     """Start the runner and SIGKILL it as soon as its first checkpoint exists (mid-run)."""
     process = start_cli(*args, runner=runner)
     started = time.monotonic()
-    while not (run_dir / "checkpoint.pt").exists():
+    while not checkpoint.trainer_path(run_dir).exists():
         assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()}"
         assert time.monotonic() - started < deadline_s, "no checkpoint within the deadline"
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.read(run_dir)
     assert not saved["progress"]["finished"], "killed too late: the run had finished (make it longer)"
 
 
@@ -72,9 +74,9 @@ def without_timings(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def assert_same_training_state(a: Path, b: Path) -> None:
-    """Bitwise equal model and optimizer state in two checkpoints (every tensor, number and flag)."""
-    first = torch.load(a, weights_only=True)
-    second = torch.load(b, weights_only=True)
+    """Bitwise equal model and optimizer state in the checkpoints of two run folders (every tensor,
+    number and flag)."""
+    first, second = checkpoint.read(a), checkpoint.read(b)
     for part in ("model", "optimizer", "scheduler", "progress"):
         _assert_equal(first[part], second[part], part)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import cmopt
+from experiments.engine import checkpoint
 from experiments.data.images import build_image_datasets
 from experiments.image_classification import run
 from experiments.models.images import build_image_model
@@ -151,6 +152,6 @@ def test_a_nonfinite_loss_stops_both_processes_with_one_message_and_saves_nothin
     # Each process prints its message on stderr; a progress bar's carriage returns may share its line.
     messages = re.findall(r"Error: ((?:The training loss is|A weight became) [^\n]*)", done.stderr)
     assert len(messages) == 2 and messages[0] == messages[1], done.stderr[-3000:]
-    for saved in tmp_path.rglob("checkpoint.pt"):  # whatever was saved is a good state
-        state = torch.load(saved, weights_only=True)
+    for saved in tmp_path.rglob("trainer.pt"):  # whatever was saved is a good state
+        state = checkpoint.read(saved.parent.parent)
         assert all(torch.isfinite(v).all() for v in state["model"].values())

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from experiments.engine import checkpoint
 from omegaconf import OmegaConf
 
 import cmopt
@@ -99,7 +101,7 @@ def test_a_diverging_run_stops_with_the_step_and_a_fix_and_keeps_what_it_wrote(t
     bad_step = int(message.split(" at step ")[1].split(" ")[0])
     assert bad_step > 1  # so something was written before it
     run_dir = Path(tmp_path) / "smoke" / "synthetic_small_cnn_sgd_seed0"
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.read(run_dir)
     assert saved["progress"]["step"] == bad_step - 1
     assert all(math.isfinite(t.float().sum()) for t in saved["model"].values())
     assert [line["step"] for line in metrics_lines(run_dir)] == list(range(1, bad_step))

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments.engine import checkpoint
+
 import cmopt
 from experiments.data.text import DatasetNotFoundError
 from experiments.engine.checkpoint import seed_everything
@@ -87,7 +89,7 @@ def check_resume(tmp_path: Path, optimizer: str, *overrides: str) -> None:
                          "model.dropout=0.2", *overrides]  # dropout: the RNG must be restored too
     folder = Path("synthetic_lm") / f"synthetic_lm_lstm_{optimizer}_seed0"
     kill_after_first_checkpoint(args("killed"), tmp_path / "killed" / folder, runner=RUNNER)
-    saved = torch.load(tmp_path / "killed" / folder / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.read(tmp_path / "killed" / folder)
     assert saved["progress"]["batch"] != 0, "the kill should land mid-epoch"
     assert saved["per_process"][0]["carried"] is not None  # the hidden state mid-stream is saved
     resumed = run_cli(*args("killed"), runner=RUNNER)
@@ -96,8 +98,8 @@ def check_resume(tmp_path: Path, optimizer: str, *overrides: str) -> None:
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
     a, b = tmp_path / "killed" / folder, tmp_path / "uninterrupted" / folder
-    assert_same_training_state(a / "checkpoint.pt", b / "checkpoint.pt")
-    carried = [torch.load(x / "checkpoint.pt", weights_only=True)["per_process"][0]["carried"] for x in (a, b)]
+    assert_same_training_state(a, b)
+    carried = [checkpoint.read(x)["per_process"][0]["carried"] for x in (a, b)]
     assert all(torch.equal(x, y) for x, y in zip(*carried))
     assert without_timings(summary(a)) == without_timings(summary(b))
     assert [without_timings(x) for x in metrics_lines(a)] == [without_timings(x) for x in metrics_lines(b)]
@@ -131,7 +133,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, optimizer
     gap = max(float((single[name] - states[0]["model"][name]).abs().max()) for name in single)
     assert moved > 50 * DDP_ATOL and gap < DDP_ATOL, f"moved {moved:.2e}, gap {gap:.2e}"
     # Each process carried the hidden state of its own 5 columns; together they are one process's 10.
-    h_single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)["per_process"][0]["carried"]
+    h_single = checkpoint.read(tmp_path / "single")["per_process"][0]["carried"]
     h_split = torch.cat([states[0]["per_process"][r]["carried"][0] for r in (0, 1)], dim=1)  # rank 0 wrote it
     torch.testing.assert_close(h_split, h_single[0], rtol=0, atol=DDP_ATOL)
     # Evaluation shards stay contiguous: the summed perplexity equals the single process's.

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from experiments.engine import checkpoint
+
 from experiments.online_learning import run
 from tests.experiments.image_runner_helpers import (
     assert_same_training_state, compose_runner_config, kill_after_first_checkpoint, metrics_lines, summary,
@@ -28,7 +30,7 @@ def test_a_run_killed_mid_task_resumes_bit_for_bit(tmp_path, monkeypatch):
     try:
         killed, uninterrupted = tmp_path / "killed" / FOLDER, tmp_path / "uninterrupted" / FOLDER
         kill_after_first_checkpoint([*ARGS, f"runs_dir={tmp_path / 'killed'}"], killed, runner=RUNNER)
-        progress = torch.load(killed / "checkpoint.pt", weights_only=True)["progress"]
+        progress = checkpoint.read(killed)["progress"]
         assert progress["batch"] != 0, f"the kill should land inside a task, not at its end: {progress}"
         assert not (killed / "summary.json").exists()
         # Resumed and uninterrupted in this process: the same config as the command line's.
@@ -37,7 +39,7 @@ def test_a_run_killed_mid_task_resumes_bit_for_bit(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
 
-    assert_same_training_state(killed / "checkpoint.pt", uninterrupted / "checkpoint.pt")
+    assert_same_training_state(killed, uninterrupted)
     a, b = summary(killed), summary(uninterrupted)
     assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["online_accuracy"] == b["online_accuracy"]
     assert without_timings(a) == without_timings(b)

@@ -10,6 +10,8 @@ import json
 
 import pytest
 import torch
+
+from experiments.engine import checkpoint
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -86,7 +88,7 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(NonFiniteLossError, match=r"nan at step 7 .*optimizer.lr.*grad_clip.*checkpoint \(step 6\)"):
         train(cfg, lambda _: task, tmp_path)
 
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.read(tmp_path)
     assert saved["progress"]["step"] == 6 and not saved["progress"]["finished"]
     assert [line["step"] for line in metrics_lines(tmp_path)] == [2, 4, 6]
     assert not (tmp_path / "summary.json").exists()
@@ -98,12 +100,12 @@ def test_an_interrupted_two_stage_run_resumes_to_the_uninterrupted_result(tmp_pa
     # step 15's metrics line; the last checkpoint (step 12) is mid-way through stage 1's first epoch.
     with pytest.raises(KeyboardInterrupt):
         train(cfg, lambda c: dropout_task(c, fail_at_step=16), tmp_path / "resumed")
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["progress"]["step"] == 12
+    assert checkpoint.read(tmp_path / "resumed")["progress"]["step"] == 12
     assert metrics_lines(tmp_path / "resumed")[-1]["step"] == 15  # to be cut back to step 12 on resume
     resumed = train(cfg, dropout_task, tmp_path / "resumed")
     uninterrupted = train(cfg, dropout_task, tmp_path / "uninterrupted")
 
-    assert_same_training_state(tmp_path / "resumed" / "checkpoint.pt", tmp_path / "uninterrupted" / "checkpoint.pt")
+    assert_same_training_state(tmp_path / "resumed", tmp_path / "uninterrupted")
     assert without_timings(resumed.summary) == without_timings(uninterrupted.summary)
     lines = metrics_lines(tmp_path / "resumed")
     assert [without_timings(x) for x in lines] == [without_timings(x) for x in metrics_lines(tmp_path / "uninterrupted")]

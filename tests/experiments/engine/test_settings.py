@@ -8,6 +8,8 @@ import re
 
 import pytest
 import torch
+
+from experiments.engine import checkpoint
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -176,14 +178,14 @@ def test_a_user_error_is_one_line_on_the_console_and_in_the_log_file(tmp_path, c
 def test_a_finished_run_reopened_with_another_process_count_says_it_finished(tmp_path, caplog):
     cfg = compose_config(*SMALL)
     first = train(cfg, dropout_task, tmp_path)
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    saved = torch.load(checkpoint.trainer_path(tmp_path), weights_only=True)
     saved["per_process"] = saved["per_process"] * 2  # as a 2-process run leaves it
-    torch.save(saved, tmp_path / "checkpoint.pt")
+    torch.save(saved, checkpoint.trainer_path(tmp_path))
     with caplog.at_level(logging.INFO, logger="experiments.engine.loop"):
         again = train(cfg, dropout_task, tmp_path)
     assert again.summary == first.summary and "already finished" in caplog.text
-    saved["progress"]["finished"] = False  # unfinished: continuing exactly needs the same count
-    torch.save(saved, tmp_path / "checkpoint.pt")
+    saved["state"]["progress"]["finished"] = False  # unfinished: continuing exactly needs the same count
+    torch.save(saved, checkpoint.trainer_path(tmp_path))
     with pytest.raises(ValueError, match=r"trained by 2 process\(es\); resume it with the same number \(now 1\)"):
         train(cfg, dropout_task, tmp_path)
 
@@ -225,5 +227,5 @@ def test_a_compiled_run_matches_the_eager_run_and_saves_the_plain_model(tmp_path
     # Measured: the weights differ by at most 3e-7 after 12 AdamCM steps (float32, CPU).
     for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    saved = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.read(tmp_path / "compiled")
     assert list(saved["model"]) == list(eager.model.state_dict())  # no _orig_mod. prefix

@@ -1,0 +1,114 @@
+"""Measurements of the model the engine trains: evaluation on every split, and flatness.
+
+Evaluation: every process evaluates its own slice of each split; statistics are summed over all
+processes' items and divided by the summed counts (works alike under ddp and fsdp).
+
+Flatness (the top Hessian eigenvalue, optionally the Hessian trace) needs Hessian-vector products of
+the full model: under fsdp the full weights are gathered into an unsharded copy on the main process,
+which measures alone (under ddp the main process's own model already is that copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+import cmopt
+from experiments.engine import data, distributed
+from experiments.engine.distributed import Placement
+from experiments.engine.strategy import Strategy
+from experiments.engine.task import Task, move_to
+
+
+class Measurements:
+    def __init__(self, task: Task, trainer_cfg: DictConfig, placement: Placement, strategy: Strategy,
+                 seed: int, unsharded: nn.Module | None):
+        self.task, self.t, self.placement, self.strategy, self.seed = task, trainer_cfg, placement, strategy, seed
+        self.eval_batch_size = trainer_cfg.eval_batch_size or trainer_cfg.batch_size  # global, like batch_size
+        self.flatness_batch = (data.fixed_batch(task.stages[0], trainer_cfg.flatness_batch_size, task.collate_fn)
+                               if trainer_cfg.flatness_interval or trainer_cfg.flatness_at_end else None)
+        # fsdp: an unsharded copy for flatness, filled with the gathered weights when measuring (main only).
+        self.unsharded = unsharded
+
+    def forward(self, model: nn.Module, batch, state=None) -> tuple:
+        """(loss, count, stats, next carried state or None): Task.forward with the state when it carries one."""
+        if self.task.initial_state is None:
+            return (*self.task.forward(model, batch), None)
+        return self.task.forward(model, batch, self.task.initial_state(batch) if state is None else state)
+
+    def autocast(self):
+        bf16 = self.t.precision == "bf16" and self.placement.device.type == "cuda"  # the CPU runs fp32
+        return torch.autocast(self.placement.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Every eval split: statistics summed over all processes' items, divided by the summed counts."""
+        model.eval()
+        metrics = {}
+        device = self.placement.device
+        for split, dataset in self.task.eval_data.items():
+            sums = {"loss": torch.zeros((), dtype=torch.float64, device=device),
+                    "count": torch.zeros((), dtype=torch.float64, device=device)}
+            loader = data.eval_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.t.num_workers,
+                                      collate_fn=self.task.collate_fn, placement=self.placement)
+            state = None  # every split starts from Task.initial_state
+            for batch in loader:
+                with self.autocast():
+                    loss, count, stats, state = self.forward(model, move_to(batch, device), state)
+                sums["loss"] += loss.double() * count
+                sums["count"] += count
+                for name, value in stats.items():
+                    sums[name] = sums.get(name, 0) + value.double()
+            split_metrics = self.per_item(distributed.sum_across_processes(sums, self.placement))
+            metrics.update({f"{split}_{k}": v for k, v in split_metrics.items()})
+        model.train()
+        return metrics
+
+    def per_item(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        count = float(sums.pop("count"))
+        metrics = {name: float(value) / count for name, value in sums.items()}
+        if self.task.derive is not None:
+            metrics.update(self.task.derive(metrics))
+        return metrics
+
+    def flatness(self, model: nn.Module) -> dict[str, float]:
+        """Top Hessian eigenvalue (and trace, if asked) of the training loss on a fixed batch, in eval mode,
+        on the main process (every process calls it: under fsdp gathering the weights is collective)."""
+        if self.unsharded is not None:
+            weights = self.strategy.full_state_dict(model)
+            if not self.placement.is_main:
+                return {}
+            self.unsharded.load_state_dict(weights)
+            model = self.unsharded
+        elif not self.placement.is_main:
+            return {}
+        batch = move_to(self.flatness_batch, self.placement.device)
+
+        def loss_fn(m, b):
+            return self.forward(m, b)[0].float()  # a carried state starts from Task.initial_state
+
+        model.eval()
+        # cuDNN's RNN kernels have no double backward, which Hessian-vector products need.
+        with torch.backends.cudnn.flags(enabled=False):
+            metrics = {"top_hessian_eigenvalue": cmopt.top_hessian_eigenvalue(
+                model, loss_fn, batch, max_iter=self.t.flatness_max_iter, seed=self.seed)}
+            if self.t.hessian_trace_samples:
+                metrics["hessian_trace"] = cmopt.hessian_trace(
+                    model, loss_fn, batch, n_samples=self.t.hessian_trace_samples, seed=self.seed)
+        model.train()
+        return metrics
+
+
+def unsharded_copy(model: nn.Module, strategy: Strategy, trainer_cfg: DictConfig, is_main: bool) -> nn.Module | None:
+    """Under fsdp, with flatness measured: a copy of the model (before sharding) for the main process."""
+    if strategy.name != "fsdp" or not is_main or not (trainer_cfg.flatness_interval or trainer_cfg.flatness_at_end):
+        return None
+    return copy.deepcopy(model)
+
+
+def sum_train(window_sums: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in window_sums.items()}

@@ -394,7 +394,7 @@ class Trainer:
         saved = checkpoint.load_trainer(self.run_dir)
         legacy = saved if "state" not in saved else None  # a single-file checkpoint.pt of earlier versions
         state = _state_of_legacy(saved, self.run_dir) if legacy is not None else TrainingState.from_state_dict(saved["state"])
-        differences = _differences(saved["config"], _identity(self.cfg))
+        differences = _differences(_with_added_settings(saved["config"]), _identity(self.cfg))
         if differences:
             raise ValueError(
                 f"The run folder {self.run_dir} holds a run with a different config "
@@ -594,6 +594,19 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(parent, {})
         node.pop(leaf, None)
     return identity
+
+
+# Settings added after runs were already being saved, with the value those runs had.
+ADDED_SETTINGS = {"trainer.strategy": "ddp"}
+
+
+def _with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with every setting added since given the value a run of that time had."""
+    saved = {**saved, "trainer": dict(saved.get("trainer", {}))}
+    for key, value in ADDED_SETTINGS.items():
+        group, leaf = key.split(".")
+        saved[group].setdefault(leaf, value)
+    return saved
 
 
 def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow bench bench-training reproduce synthetic-sweep lm-sweep clean
+.PHONY: setup test test-slow bench bench-training bench-sharded check-gpu reproduce synthetic-sweep lm-sweep clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ bench: $(STAMP)  ## step time of the CM optimizers, eager and compiled, against 
 
 reproduce: $(STAMP)  ## the embedded main job: every toy experiment -> results/toy/ (JSON, Figures 1-5, README.md)
 	$(PY) -m experiments.toy
+
+check-gpu: $(STAMP)  ## on a GPU: optimizer steps vs fused/compiled Adam, a sync-free captured step, 200 bf16 steps per runner and strategy -> results/bench/gpu.md (one line and exit 0 without a GPU)
+	$(PY) scripts/check_gpu.py --out results/bench
+
+bench-sharded: $(STAMP)  ## optimizer state per process and step time under FSDP2 for 1, 2, 4 processes -> results/bench/sharded.md
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_sharded.py --out results/bench
 
 bench-training: $(STAMP)  ## a whole ResNet-18 training step with adam_cm against adam
 	$(PY) scripts/bench_training.py

@@ -1,4 +1,4 @@
-"""Online (continual) learning: a sequence of tasks (5-dataset, TinyImageNet, synthetic), any cmopt optimizer.
+"""Online (continual) learning: a sequence of tasks (5-dataset, TinyImageNet, your images, synthetic), any cmopt optimizer.
 
     python -m experiments.online_learning                              # 5-dataset, reduced ResNet-18, adam_cm
     python -m experiments.online_learning benchmark=tiny_imagenet benchmark.classes_per_task=20 \

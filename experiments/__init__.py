@@ -1,1 +1,1 @@
-"""Runners for the paper's experiments and the one training engine they share (see spec/experiments.md)."""
+"""Runners for the paper's experiments and the one training engine they share (documented in README.md)."""

@@ -21,7 +21,6 @@ from experiments.data.splits import balanced_holdout, labels_of
 from experiments.data.synthetic import TemplateImages, smooth_patterns
 from experiments.options import check_options
 
-IMAGE_DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "synthetic")
 
 # Per-channel mean and std of the training sets (CIFAR's is the per-pixel std, not the often-copied 0.2023).
 CIFAR_MEAN_STD = {
@@ -169,3 +168,4 @@ def synthetic(name: str, root: Path, download: bool, augment: bool, num_classes:
 
 
 BUILDERS = {"cifar10": cifar, "cifar100": cifar, "imagenet": imagenet, "synthetic": synthetic}
+IMAGE_DATASET_NAMES = tuple(BUILDERS)

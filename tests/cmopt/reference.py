@@ -1,4 +1,4 @@
-"""A plain per-step transcription of spec/optimizers.md in float64, sharing no code with cmopt.
+"""A plain per-step transcription of docs/optimizers.md in float64, sharing no code with cmopt.
 
 Written for reading, not speed: Python lists of entries, one tensor at a time, the buffer mean
 recomputed from the stored entries each step (cmopt keeps a running sum instead).

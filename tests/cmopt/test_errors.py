@@ -1,4 +1,4 @@
-"""Bad input: one test per case of spec/optimizers.md; each message names the argument and its range."""
+"""Bad input: one test per case of docs/optimizers.md; each message names the argument and its range."""
 
 from __future__ import annotations
 

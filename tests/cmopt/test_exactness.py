@@ -1,4 +1,4 @@
-"""Each critical-buffer optimizer against the plain float64 reference of spec/optimizers.md, and
+"""Each critical-buffer optimizer against the plain float64 reference of docs/optimizers.md, and
 capacity 0 against torch's own optimizers."""
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ PLACEMENT_KEYS = ("data_dir", "runs_dir", "logger", "trainer.num_workers", "trai
 REPORTING_KEYS = ("trainer.log_interval", "trainer.checkpoint_interval")
 # Names: the seed is what tables average over; the rest only name the run or configure Hydra.
 NAMING_KEYS = ("seed", "run_name", "hydra")
-# configs/<runner>.yaml's hydra.job.config.override_dirname.exclude_keys (a test holds them equal):
-# `experiment` names the folder above a multirun's runs already (experiment_name); `hparams_search` only
+# What multirun folder names leave out: configs/common/hydra/default.yaml's exclude_keys read this tuple
+# (through experiments/configs.py). `experiment` names the folder above a multirun's runs already (experiment_name); `hparams_search` only
 # chooses the sweeper, whose trials' own values name the folders.
 FOLDER_NAME_EXCLUDES = ("experiment", "hparams_search", *PLACEMENT_KEYS)
 # What collect_results leaves out of the settings it groups runs by.

@@ -4,6 +4,7 @@
 """
 
 from experiments.engine.loop import NonFiniteLossError, TrainResult, exit_on_user_error, train
+from experiments.engine.sweep import selected_value
 from experiments.engine.task import Task
 
-__all__ = ["NonFiniteLossError", "Task", "TrainResult", "exit_on_user_error", "train"]
+__all__ = ["NonFiniteLossError", "Task", "TrainResult", "exit_on_user_error", "selected_value", "train"]

@@ -238,7 +238,7 @@ def test_help_lists_the_runners_own_groups():
     done = run_cli("--help", runner=RUNNER)
     assert done.returncode == 0
     assert "python -m experiments.online_learning: online (continual) learning" in done.stdout
-    assert "benchmark: five_datasets, tiny_imagenet, synthetic_tasks" in done.stdout
+    assert "benchmark: five_datasets, image_folder, synthetic_tasks, tiny_imagenet" in done.stdout
     assert "dataset:" not in done.stdout  # the other runners' groups are not listed
 
 

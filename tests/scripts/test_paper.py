@@ -39,9 +39,9 @@ def test_every_definition_composes_with_its_runner(name, mini):
         first = {k: v[0] for k, v in grid.items()}
         # Every experiment of the grid composes with the other keys' first values (each optimizer config is
         # a file of the optimizer group, and composes with any experiment: tested with each runner).
-        assert all((REPO / "configs" / "optimizer" / f"{o}.yaml").is_file() for o in grid["optimizer"])
+        assert all((REPO / "configs" / "common" / "optimizer" / f"{o}.yaml").is_file() for o in grid["optimizer"])
         variants = [first, *({**first, "experiment": value} for value in grid.get("experiment", [])[1:])]
-        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
             for variant in variants:
                 cfg = compose(runner, overrides=[f"{k}={paper._text(v)}" for k, v in variant.items()])
                 assert cfg.optimizer.name == variant["optimizer"]

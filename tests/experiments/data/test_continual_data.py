@@ -285,7 +285,7 @@ def test_unknown_benchmark_option_and_val_fraction_are_refused():
         build_benchmark("synthetic_tasks", val_fraction=1.5)
 
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "benchmark"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "online_learning" / "benchmark"
 
 
 def test_every_benchmark_config_reaches_its_builder(tmp_path):

@@ -8,13 +8,12 @@ import re
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from experiments.engine import Task, exit_on_user_error, train
-from experiments.options import BOOKKEEPING_KEYS, FOLDER_NAME_EXCLUDES, PLACEMENT_KEYS
+from experiments.options import BOOKKEEPING_KEYS, PLACEMENT_KEYS
 from tests.experiments.engine.test_engine_loop import SMALL, blobs, classification, dropout_task
-from tests.experiments.image_runner_helpers import REPO, compose_config, metrics_lines
+from tests.experiments.image_runner_helpers import compose_config, metrics_lines
 
 QUIET = ("trainer.flatness_at_end=false", "trainer.checkpoint_interval=null")
 
@@ -196,15 +195,6 @@ def test_a_changed_log_interval_blocks_a_resume_but_not_a_table(tmp_path):
 
 
 # ---- the one list of keys that change no result ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("runner", ["image_classification", "language_modeling", "online_learning"])
-def test_each_runners_folder_names_leave_out_the_keys_that_change_no_result(runner):
-    path = REPO / "configs" / f"{runner}.yaml"
-    if not path.exists():
-        pytest.skip(f"no {path.name}")
-    excluded = OmegaConf.load(path).hydra.job.config.override_dirname.exclude_keys
-    assert sorted(excluded) == sorted(FOLDER_NAME_EXCLUDES)
 
 
 # ---- trainer.compile ------------------------------------------------------------------------------------------------

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
 from experiments.data.images import build_image_datasets
-from experiments.engine import Task, TrainResult, exit_on_user_error, selected_value, train
+from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.models.images import build_image_model
 
 
@@ -54,8 +53,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
 @hydra.main(config_path="../configs/image_classification", config_name="image_classification", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        return selected_value(cfg, run(cfg, HydraConfig.get().runtime.output_dir).summary)
+    return run_in_hydra(cfg, run)
 
 
 if __name__ == "__main__":

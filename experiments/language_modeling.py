@@ -18,12 +18,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
 from experiments.data.text import build_text_corpus, unigram_perplexity
-from experiments.engine import Task, TrainResult, exit_on_user_error, selected_value, train
+from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.models.language import build_language_model
 
 
@@ -59,8 +58,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
 @hydra.main(config_path="../configs/language_modeling", config_name="language_modeling", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        return selected_value(cfg, run(cfg, HydraConfig.get().runtime.output_dir).summary)
+    return run_in_hydra(cfg, run)
 
 
 if __name__ == "__main__":

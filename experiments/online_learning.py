@@ -23,13 +23,12 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
 from experiments.continual_metrics import continual_metrics, plot_accuracy_matrix
 from experiments.data.continual import build_benchmark
-from experiments.engine import Task, TrainResult, exit_on_user_error, selected_value, train
+from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.models.continual import build_continual_model, mask_logits, task_class_mask
 
 SCENARIOS = ("task_incremental", "class_incremental")
@@ -129,8 +128,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
 
 @hydra.main(config_path="../configs/online_learning", config_name="online_learning", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        return selected_value(cfg, run(cfg, HydraConfig.get().runtime.output_dir).summary)
+    return run_in_hydra(cfg, run)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,19 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not where the builder looked; the message names the expected layout."""
 
 
+def check_same_classes(what: str, train: torchvision.datasets.ImageFolder, test: torchvision.datasets.ImageFolder,
+                       root: Path, test_folder: str) -> None:
+    """Raise DatasetNotFoundError unless root/train and root/<test_folder> hold the same class folders (the
+    labels are their positions in sorted order, so they would not match)."""
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise DatasetNotFoundError(
+            f"{what} train/ and {test_folder}/ under {root} have different class folders (only in train: "
+            f"{only_train[:5]}, only in {test_folder}: {only_test[:5]}), so labels would not match. "
+            f"Give both the same class folders.")
+
+
 def build_image_datasets(name: str, root: str = "data", *, download: bool = False, augment: bool = True,
                          val_size: int = 0, val_seed: int = 0, **options) -> ImageDatasets:
     """Train, validation and test splits of the dataset called `name` (one of IMAGE_DATASET_NAMES).
@@ -141,14 +154,7 @@ def imagenet(name: str, root: Path, download: bool, augment: bool, image_size: i
                 f"automatically: get it from https://image-net.org."
             ) from error
     train, test = splits["train"], splits["val"]
-    if train.classes != test.classes:
-        only_train = sorted(set(train.classes) - set(test.classes))
-        only_val = sorted(set(test.classes) - set(train.classes))
-        raise DatasetNotFoundError(
-            f"ImageNet train/ and val/ under {root} have different class folders (only in train: "
-            f"{only_train[:5]}, only in val: {only_val[:5]}), so labels would not match. "
-            f"Give both the same class folders."
-        )
+    check_same_classes("ImageNet", train, test, root, "val")
     unaugmented = torchvision.datasets.ImageFolder(root / "train", transform=test_transform)
     return ImageDatasets(train, test, len(train.classes), (3, image_size, image_size), unaugmented)
 

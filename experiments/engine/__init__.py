@@ -4,7 +4,8 @@
 """
 
 from experiments.engine.loop import NonFiniteLossError, TrainResult, exit_on_user_error, train
-from experiments.engine.sweep import selected_value
+from experiments.engine.sweep import run_in_hydra, selected_value
 from experiments.engine.task import Task
 
-__all__ = ["NonFiniteLossError", "Task", "TrainResult", "exit_on_user_error", "selected_value", "train"]
+__all__ = ["NonFiniteLossError", "Task", "TrainResult", "exit_on_user_error", "run_in_hydra", "selected_value",
+           "train"]

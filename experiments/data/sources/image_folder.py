@@ -8,7 +8,7 @@ from pathlib import Path
 import torchvision
 from torchvision import transforms
 
-from experiments.data.images import DatasetNotFoundError
+from experiments.data.images import DatasetNotFoundError, check_same_classes
 from experiments.data.sources import to_tensor
 
 TEST_FOLDERS = ("val", "test")  # the first of these that exists is the test split
@@ -32,12 +32,5 @@ def image_folder_splits(root: Path, image_size: int) -> tuple[torchvision.datase
             splits.append(torchvision.datasets.ImageFolder(folder, transform=transform))
         except FileNotFoundError as error:  # no class folders, or no images in them
             raise DatasetNotFoundError(f"image_folder: no images found in {folder} ({error}). {layout}") from error
-    train, test = splits
-    if train.classes != test.classes:
-        only_train = sorted(set(train.classes) - set(test.classes))
-        only_test = sorted(set(test.classes) - set(train.classes))
-        raise DatasetNotFoundError(
-            f"image_folder: {root}/train and {test_folder} have different class folders (only in train: "
-            f"{only_train[:5]}, only in {test_folder.name}: {only_test[:5]}), so labels would not match. "
-            f"Give both the same class folders.")
-    return train, test
+    check_same_classes("image_folder:", *splits, root, test_folder.name)
+    return tuple(splits)

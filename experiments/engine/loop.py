@@ -46,9 +46,6 @@ from experiments.options import PLACEMENT_KEYS
 
 log = logging.getLogger(__name__)
 
-# Keys that may change between a run and its resumption: where things live and how they are loaded.
-RESUMABLE_CHANGES = PLACEMENT_KEYS
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss (or a weight) became NaN or infinite; the run stops without checkpointing the bad state."""
@@ -651,9 +648,10 @@ def _make_deterministic(device: torch.device, on_gpu: bool) -> None:
 
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
-    """The config as written (interpolations unresolved), minus what may change on resume."""
+    """The config as written (interpolations unresolved), minus what may change on resume (where things live
+    and how they are loaded)."""
     identity = OmegaConf.to_container(cfg, resolve=False)
-    for key in RESUMABLE_CHANGES:
+    for key in PLACEMENT_KEYS:
         *parents, leaf = key.split(".")
         node = identity
         for parent in parents:

@@ -1,1 +1,5 @@
-"""Runners for the paper's experiments and the one training engine they share (see spec/experiments.md)."""
+"""Runners for the paper's experiments and the one training engine they share (documented in README.md)."""
+
+from experiments.configs import register_resolvers
+
+register_resolvers()

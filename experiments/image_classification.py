@@ -6,7 +6,7 @@
     torchrun --nproc_per_node=8 -m experiments.image_classification experiment=imagenet_efficientnet_b0
 
 Running the same command again resumes the run from its folder's checkpoint; the folder follows from
-the config (configs/image_classification.yaml).
+the config (configs/image_classification/image_classification.yaml).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
 from experiments.data.images import build_image_datasets
-from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.models import shard_units
 from experiments.models.images import build_image_model
 
@@ -37,24 +36,25 @@ def build_task(cfg: DictConfig) -> Task:
     data = build_image_datasets(**cfg.dataset)
     model = build_image_model(**cfg.model, num_classes=data.num_classes)
     if data.val is None:
+        if cfg.get("optimized_metric"):  # a search would train every trial for nothing
+            raise ValueError(f"optimized_metric={cfg.optimized_metric} is measured on a validation split, and "
+                             "dataset.val_size=0 holds none out. Set e.g. dataset.val_size=5000 (CIFAR) or "
+                             "dataset.val_size=512 (synthetic).")
         return Task(model=model, shard_units=shard_units(model), train_data=data.train, eval_data={"test": data.test},
                     forward=classification_forward, items="images")
     # With a validation split (dataset.val_size), summary.json reports every metric at the evaluation with
-    # the best validation accuracy (final_* at the end), and that model is kept as best_model.pt.
+    # the best select.metric (final_* at the end), and that model is kept as best_model.pt.
     return Task(model=model, shard_units=shard_units(model), train_data=data.train, eval_data={"val": data.val, "test": data.test},
-                forward=classification_forward, select=("val_acc", "max"), items="images")
+                forward=classification_forward, select=(cfg.select.metric, cfg.select.mode), items="images")
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     return train(cfg, build_task, run_dir)
 
 
-@hydra.main(config_path="../configs", config_name="image_classification", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    with exit_on_user_error():
-        summary = run(cfg, HydraConfig.get().runtime.output_dir).summary
-    # What a Hydra sweeper maximises: validation accuracy, never test (None without dataset.val_size).
-    return summary.get("best_val_acc") if summary else None
+@hydra.main(config_path="../configs/image_classification", config_name="image_classification", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run_in_hydra(cfg, run)
 
 
 if __name__ == "__main__":

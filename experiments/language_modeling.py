@@ -18,12 +18,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
 from experiments.data.text import build_text_corpus, unigram_perplexity
-from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.models import shard_units
 from experiments.models.language import build_language_model
 
@@ -50,7 +49,7 @@ def build_task(cfg: DictConfig) -> Task:
     return Task(model=model, shard_units=shard_units(model), train_data=corpus.train, eval_data={"val": corpus.valid, "test": corpus.test},
                 forward=language_model_forward, derive=perplexity,
                 initial_state=lambda batch: model.initial_hidden(batch[0].shape[1]),
-                select=("val_ppl", "min"), items="tokens",
+                select=(cfg.select.metric, cfg.select.mode), items="tokens",
                 summarize=lambda evaluations, totals: {f"dataset_{k}": v for k, v in reference.items()})
 
 
@@ -58,11 +57,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     return train(cfg, build_task, run_dir)
 
 
-@hydra.main(config_path="../configs", config_name="language_modeling", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    with exit_on_user_error():
-        summary = run(cfg, HydraConfig.get().runtime.output_dir).summary
-    return summary["best_val_ppl"] if summary else None  # what a Hydra sweeper would minimise
+@hydra.main(config_path="../configs/language_modeling", config_name="language_modeling", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run_in_hydra(cfg, run)
 
 
 if __name__ == "__main__":

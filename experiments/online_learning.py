@@ -1,4 +1,4 @@
-"""Online (continual) learning: a sequence of tasks (5-dataset, TinyImageNet, synthetic), any cmopt optimizer.
+"""Online (continual) learning: a sequence of tasks (5-dataset, TinyImageNet, your images, synthetic), any cmopt optimizer.
 
     python -m experiments.online_learning                              # 5-dataset, reduced ResNet-18, adam_cm
     python -m experiments.online_learning benchmark=tiny_imagenet benchmark.classes_per_task=20 \
@@ -23,13 +23,12 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
 from experiments.continual_metrics import continual_metrics, plot_accuracy_matrix
 from experiments.data.continual import build_benchmark
-from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.models import shard_units
 from experiments.models.continual import build_continual_model, mask_logits, task_class_mask
 
@@ -56,6 +55,9 @@ def build_task(cfg: DictConfig) -> Task:
     if cfg.scenario not in SCENARIOS:
         raise ValueError(f"scenario={cfg.scenario!r}; valid: {', '.join(SCENARIOS)} "
                          "(task_incremental masks each task's logits, class_incremental uses one head).")
+    if cfg.get("optimized_metric") and cfg.benchmark.val_fraction == 0:  # a search would train for nothing
+        raise ValueError(f"optimized_metric={cfg.optimized_metric} is measured on each task's validation "
+                         "hold-out, and benchmark.val_fraction=0 keeps none. Set e.g. benchmark.val_fraction=0.1.")
     benchmark = build_benchmark(**cfg.benchmark)
     model = build_continual_model(**cfg.model, num_classes=benchmark.num_classes,
                                   image_shape=benchmark.image_shape)
@@ -117,11 +119,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     return result
 
 
-@hydra.main(config_path="../configs", config_name="online_learning", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    with exit_on_user_error():
-        summary = run(cfg, HydraConfig.get().runtime.output_dir).summary
-    return summary.get("val_average_accuracy") if summary else None  # what a Hydra sweeper would maximise
+@hydra.main(config_path="../configs/online_learning", config_name="online_learning", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run_in_hydra(cfg, run)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Torch-free, so scripts/collect_results.py imports it as cheaply as the engine do
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ PLACEMENT_KEYS = ("data_dir", "runs_dir", "logger", "trainer.num_workers", "trai
 REPORTING_KEYS = ("trainer.log_interval", "trainer.checkpoint_interval")
 # Names: the seed is what tables average over; the rest only name the run or configure Hydra.
 NAMING_KEYS = ("seed", "run_name", "hydra")
-# configs/<runner>.yaml's hydra.job.config.override_dirname.exclude_keys (a test holds them equal):
-# `experiment` names the folder above a multirun's runs already (experiment_name); `hparams_search` only
+# What multirun folder names leave out: configs/common/hydra/default.yaml's exclude_keys read this tuple
+# (through experiments/configs.py). `experiment` names the folder above a multirun's runs already (experiment_name); `hparams_search` only
 # chooses the sweeper, whose trials' own values name the folders.
 FOLDER_NAME_EXCLUDES = ("experiment", "hparams_search", *PLACEMENT_KEYS)
 # What collect_results leaves out of the settings it groups runs by.
@@ -63,22 +64,22 @@ class Valid:
     example: Any
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def finite_real(value: Any) -> bool:
+    """A finite real number (not a bool, not NaN or infinite)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def integer(low: int, *, null: str | None = None) -> Valid:
+def integer(low: int, *, example: int | None = None, null: str | None = None) -> Valid:
     """An integer >= low; with `null` (what null means), null too."""
-    example = max(low, 1)
     ok = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low  # noqa: E731
-    return _nullable(Valid(ok, f"an integer >= {low}", example), null)
+    return _nullable(Valid(ok, f"an integer >= {low}", max(low, 1) if example is None else example), null)
 
 
 def number(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
            example: float, null: str | None = None) -> Valid:
-    """A real number in the interval from low to high (open or closed at each end; high None: unbounded)."""
+    """A finite real number in the interval from low to high (open or closed at each end; high None: unbounded)."""
     def ok(v) -> bool:
-        if not _real(v) or v != v:  # NaN is in no interval
+        if not finite_real(v):  # NaN is in no interval, and infinity is no setting
             return False
         above = v > low if low_open else v >= low
         below = high is None or (v < high if high_open else v <= high)

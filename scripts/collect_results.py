@@ -31,8 +31,6 @@ from experiments.options import BOOKKEEPING_KEYS
 
 # The columns every table groups by, and the config entries they come from (the first one present).
 IDENTITY = {"data": ("dataset.name", "benchmark.name"), "model": ("model.name",), "optimizer": ("optimizer.name",)}
-# Config entries that do not change what a run computes (the seed is what the mean runs over).
-BOOKKEEPING = BOOKKEEPING_KEYS
 # Summary numbers in the order the CSV lists them; any others follow alphabetically.
 SUMMARY_ORDER = ("test_acc", "test_loss",
                  "best_val_ppl", "test_ppl", "final_val_ppl", "final_test_ppl", "train_ppl",
@@ -100,7 +98,7 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 def is_bookkeeping(key: str) -> bool:
-    return any(key == entry or key.startswith(entry + ".") for entry in BOOKKEEPING)
+    return any(key == entry or key.startswith(entry + ".") for entry in BOOKKEEPING_KEYS)
 
 
 def load_run(run_dir: Path) -> dict | None:

@@ -7,11 +7,12 @@ Runs are grouped by data x model x optimizer and by every other setting that dif
 except the tuned ones (`--tune`, default optimizer.lr) and the seed. Inside a group, each candidate
 (a value of the tuned settings) is scored by the mean of its validation metric over its seeds; the
 best candidate's TEST metrics are reported as mean ± sample std over its seeds, with the number of
-seeds and the selected values. The validation metric follows from what the runs report:
+seeds and the selected values. The validation metric and its direction are the runs' own `select`
+(configs/<runner>/<runner>.yaml, saved in each run's config.yaml); what the table reports beside it:
 
-    image classification   val_acc (higher is better)        -> test_acc, top_hessian_eigenvalue
-    language modelling     best_val_ppl (lower)               -> test_ppl (at the best-validation checkpoint)
-    online learning        val_average_accuracy (higher)      -> average_accuracy, forgetting, backward_transfer
+    image classification   select.metric val_acc              -> test_acc, top_hessian_eigenvalue
+    language modelling     select.metric val_ppl              -> test_ppl (at the best-validation checkpoint)
+    online learning        select.metric val_average_accuracy -> average_accuracy, forgetting, backward_transfer
 
 A run that failed (a NaN loss, a crash) or never finished is not averaged silently: a candidate with
 such runs, or with fewer seeds than `--seeds` (default: the most seeds any candidate has), is marked,
@@ -48,21 +49,30 @@ class Selection:
     report: tuple[str, ...]  # summary keys, each shown in collect_results' format
 
 
-KINDS = (
-    Selection("image classification", "val_acc", True, ("test_acc", "top_hessian_eigenvalue")),
-    Selection("language modelling", "best_val_ppl", False, ("test_ppl", "top_hessian_eigenvalue")),
-    Selection("online learning", "val_average_accuracy", True,
-              ("average_accuracy", "forgetting", "backward_transfer")),
-)
+# What each kind of run's table reports beside its selection metric (keyed by the runs' select.metric).
+REPORTS = {
+    "val_acc": ("image classification", ("test_acc", "top_hessian_eigenvalue")),
+    "val_ppl": ("language modelling", ("test_ppl", "top_hessian_eigenvalue")),
+    "val_average_accuracy": ("online learning", ("average_accuracy", "forgetting", "backward_transfer")),
+}
 
 
-def selection_for(summaries: list[dict]) -> Selection:
-    for kind in KINDS:
-        if any(kind.validation in s for s in summaries):
-            return kind
-    raise SystemExit("error: the runs report no validation metric (val_acc, best_val_ppl or "
-                     "val_average_accuracy), so nothing can be selected without looking at test. Train with a "
-                     "validation split (images: dataset.val_size > 0).")
+def selection_for(runs: list[dict]) -> Selection:
+    """The runs' own select (metric, mode), one for all of them, with what their table reports."""
+    selects = {(r["settings"].get("select.metric"), r["settings"].get("select.mode")) for r in runs}
+    if len(selects) > 1:
+        raise SystemExit(f"error: these runs select on different metrics ({', '.join(map(str, sorted(selects)))}): "
+                         "make one table per runner, passing each runner's run folders.")
+    [(metric, mode)] = selects
+    if metric is None or mode not in ("min", "max"):
+        raise SystemExit(f"error: {runs[0]['run_dir']}/config.yaml has no select (metric, min or max): it was "
+                         "written before runs recorded what they select on. Rerun it with this version.")
+    kind, report = REPORTS.get(metric, ("runs", (metric.replace("val_", "test_", 1),)))
+    if not any(metric in r["summary"] for r in runs):
+        raise SystemExit(f"error: the runs report no validation metric ({metric}, their select.metric), so "
+                         "nothing can be selected without looking at test. Train with a validation split "
+                         "(images: dataset.val_size > 0; online learning: benchmark.val_fraction > 0).")
+    return Selection(kind, metric, mode == "max", report)
 
 
 def metric_format(key: str) -> Metric:
@@ -104,7 +114,7 @@ def load_attempt(run_dir: Path, tuned: list[str]) -> dict:
 
 def select(runs: list[dict], tuned: list[str], seeds_expected: int | None = None) -> list[dict]:
     """One row per group: the candidate chosen on validation and its test metrics. Pure: no files."""
-    kind = selection_for([r["summary"] for r in runs])
+    kind = selection_for(runs)
     fixed = [k for k in collect_results.varying_settings(runs) if k not in tuned]
     groups: dict[tuple, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:

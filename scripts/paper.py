@@ -308,7 +308,7 @@ def measure(names: list[str], device: str, max_batch: int, steps: int) -> Path:
                      for experiment in grid["experiment"]})
     for runner, experiment in wanted:
         name = f"{runner}/{experiment}"
-        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
             cfg = compose(runner, overrides=[f"experiment={experiment}"])
         model, batch, loss_fn = _model_and_batch(runner, cfg, min(cfg.trainer.batch_size, max_batch), device)
         optimizer = cmopt.create_optimizer("adam_cm", model, lr=1e-4)

@@ -18,9 +18,9 @@ from torch.utils.data import Subset
 from torchvision import transforms
 
 from experiments.data.splits import balanced_holdout, labels_of
+from experiments.data.synthetic import TemplateImages, smooth_patterns
 from experiments.options import check_options
 
-IMAGE_DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "synthetic")
 
 # Per-channel mean and std of the training sets (CIFAR's is the per-pixel std, not the often-copied 0.2023).
 CIFAR_MEAN_STD = {
@@ -45,6 +45,19 @@ class ImageDatasets:
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not where the builder looked; the message names the expected layout."""
+
+
+def check_same_classes(what: str, train: torchvision.datasets.ImageFolder, test: torchvision.datasets.ImageFolder,
+                       root: Path, test_folder: str) -> None:
+    """Raise DatasetNotFoundError unless root/train and root/<test_folder> hold the same class folders (the
+    labels are their positions in sorted order, so they would not match)."""
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise DatasetNotFoundError(
+            f"{what} train/ and {test_folder}/ under {root} have different class folders (only in train: "
+            f"{only_train[:5]}, only in {test_folder}: {only_test[:5]}), so labels would not match. "
+            f"Give both the same class folders.")
 
 
 def build_image_datasets(name: str, root: str = "data", *, download: bool = False, augment: bool = True,
@@ -94,7 +107,8 @@ def cifar(name: str, root: Path, download: bool, augment: bool) -> ImageDatasets
     return ImageDatasets(train, test, CIFAR_NUM_CLASSES[name], (3, 32, 32), unaugmented)
 
 
-def cifar_layout_message(name: str, root: Path, download: bool, error: Exception) -> str:
+def cifar_layout_message(name: str, root: Path, download: bool, error: Exception, group: str = "dataset") -> str:
+    """What is missing from `root` and how to get it; `group` is the config group whose `download` fetches it."""
     dataset_class = CIFAR_CLASSES[name]
     folder = root / dataset_class.base_folder
     files = [f for f, _ in dataset_class.train_list + dataset_class.test_list]
@@ -107,7 +121,7 @@ def cifar_layout_message(name: str, root: Path, download: bool, error: Exception
     if download:
         how = f"The download failed ({error}); without network, fetch {dataset_class.url} elsewhere"
     else:
-        how = f"Set dataset.download=true to fetch it when online, or fetch {dataset_class.url}"
+        how = f"Set {group}.download=true to fetch it when online, or fetch {dataset_class.url}"
     return (f"{name} not found in {folder} ({found}). Expected the folder {folder} holding "
             f"{', '.join(files)}: the python version of the dataset. {how} and unpack it into {root}.")
 
@@ -140,49 +154,24 @@ def imagenet(name: str, root: Path, download: bool, augment: bool, image_size: i
                 f"automatically: get it from https://image-net.org."
             ) from error
     train, test = splits["train"], splits["val"]
-    if train.classes != test.classes:
-        only_train = sorted(set(train.classes) - set(test.classes))
-        only_val = sorted(set(test.classes) - set(train.classes))
-        raise DatasetNotFoundError(
-            f"ImageNet train/ and val/ under {root} have different class folders (only in train: "
-            f"{only_train[:5]}, only in val: {only_val[:5]}), so labels would not match. "
-            f"Give both the same class folders."
-        )
+    check_same_classes("ImageNet", train, test, root, "val")
     unaugmented = torchvision.datasets.ImageFolder(root / "train", transform=test_transform)
     return ImageDatasets(train, test, len(train.classes), (3, image_size, image_size), unaugmented)
-
-
-class SyntheticImages(torch.utils.data.Dataset):
-    """Item i: its class's fixed template plus Gaussian noise drawn from (seed, i), the same every time."""
-
-    def __init__(self, templates: torch.Tensor, labels: torch.Tensor, noise_std: float,
-                 seed: tuple[int, int]):
-        self.templates, self.labels, self.noise_std, self.seed = templates, labels, noise_std, seed
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        label = int(self.labels[index])
-        rng = np.random.default_rng([*self.seed, index])
-        noise = torch.from_numpy(rng.standard_normal(self.templates.shape[1:], dtype=np.float32))
-        return self.templates[label] + self.noise_std * noise, label
 
 
 def synthetic(name: str, root: Path, download: bool, augment: bool, num_classes: int = 10,
               train_size: int = 4096, test_size: int = 1024, image_size: int = 32, noise_std: float = 2.0,
               seed: int = 0) -> ImageDatasets:
-    """CIFAR-shaped images whose class is a smooth random colour pattern under noise; `root`, `download`
-    and `augment` have no effect. Templates are upsampled from 4x4, so convolutions with pooling see them."""
+    """CIFAR-shaped images whose class is a smooth random colour pattern under noise (experiments/data/
+    synthetic.py); `root`, `download` and `augment` have no effect."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(num_classes, 3, 4, 4, generator=generator)
-    templates = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear",
-                                                align_corners=False)
+    templates = smooth_patterns(num_classes, image_size, generator)
     train_labels, test_labels = (torch.randint(num_classes, (size,), generator=generator)
                                  for size in (train_size, test_size))
-    return ImageDatasets(SyntheticImages(templates, train_labels, noise_std, (seed, 0)),
-                         SyntheticImages(templates, test_labels, noise_std, (seed, 1)),
+    return ImageDatasets(TemplateImages(templates, train_labels, noise_std, (seed, 0)),
+                         TemplateImages(templates, test_labels, noise_std, (seed, 1)),
                          num_classes, (3, image_size, image_size))
 
 
 BUILDERS = {"cifar10": cifar, "cifar100": cifar, "imagenet": imagenet, "synthetic": synthetic}
+IMAGE_DATASET_NAMES = tuple(BUILDERS)

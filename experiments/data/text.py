@@ -21,7 +21,6 @@ import torch
 from experiments.data.images import DatasetNotFoundError
 from experiments.options import check_options
 
-TEXT_DATASET_NAMES = ("ptb", "wikitext2", "text", "synthetic_lm")
 SPLITS = ("train", "valid", "test")
 EOS, UNK = "<eos>", "<unk>"
 COMMON_ARGUMENTS = ("name", "root", "download", "bptt")
@@ -259,3 +258,4 @@ def unigram_perplexity(ids: torch.Tensor, vocab_size: int) -> float:
 
 
 BUILDERS = {"ptb": ptb, "wikitext2": wikitext2, "text": text, "synthetic_lm": synthetic_lm}
+TEXT_DATASET_NAMES = tuple(BUILDERS)

@@ -3,8 +3,9 @@
     result = train(cfg, build_task, run_dir)   # resumes from run_dir/checkpoint/ when it exists
 """
 
-from experiments.engine.loop import (
-    NonFiniteLossError, TrainResult, build_optimizer, exit_on_user_error, train)
+from experiments.engine.loop import NonFiniteLossError, TrainResult, exit_on_user_error, train
+from experiments.engine.sweep import run_in_hydra, selected_value
 from experiments.engine.task import Task
 
-__all__ = ["NonFiniteLossError", "Task", "TrainResult", "build_optimizer", "exit_on_user_error", "train"]
+__all__ = ["NonFiniteLossError", "Task", "TrainResult", "exit_on_user_error", "run_in_hydra", "selected_value",
+           "train"]

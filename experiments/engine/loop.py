@@ -45,10 +45,7 @@ from experiments.engine.state import Progress, TrainingState, Window
 from experiments.engine.task import Task, detach, move_to
 from experiments.options import PLACEMENT_KEYS
 
-RESUMABLE_CHANGES = PLACEMENT_KEYS  # (removed by a branch being merged)
-
 log = logging.getLogger(__name__)
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss (or a weight) became NaN or infinite; the run stops without checkpointing the bad state."""
@@ -394,7 +391,8 @@ class Trainer:
         saved = checkpoint.load_trainer(self.run_dir)
         legacy = saved if "state" not in saved else None  # a single-file checkpoint.pt of earlier versions
         state = _state_of_legacy(saved, self.run_dir) if legacy is not None else TrainingState.from_state_dict(saved["state"])
-        differences = _differences(_with_added_settings(saved["config"]), _identity(self.cfg))
+        now = _identity(self.cfg)
+        differences = _differences(_with_added_settings(saved["config"], now), now)
         if differences:
             raise ValueError(
                 f"The run folder {self.run_dir} holds a run with a different config "
@@ -585,7 +583,8 @@ def _make_deterministic(device: torch.device, on_gpu: bool) -> None:
 
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
-    """The config as written (interpolations unresolved), minus what may change on resume."""
+    """The config as written (interpolations unresolved), minus what may change on resume (where things live
+    and how they are loaded)."""
     identity = OmegaConf.to_container(cfg, resolve=False)
     for key in PLACEMENT_KEYS:
         *parents, leaf = key.split(".")
@@ -596,16 +595,21 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
     return identity
 
 
-# Settings added after runs were already being saved, with the value those runs had.
-ADDED_SETTINGS = {"trainer.strategy": "ddp"}
+# Settings added after runs were already being saved: the value those runs had (None: the current one,
+# for settings that change no training step, e.g. which metric selects the best checkpoint).
+ADDED_SETTINGS = {"trainer.strategy": "ddp", "select": None}
 
 
-def _with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
+def _with_added_settings(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     """A saved config with every setting added since given the value a run of that time had."""
-    saved = {**saved, "trainer": dict(saved.get("trainer", {}))}
+    saved = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
     for key, value in ADDED_SETTINGS.items():
-        group, leaf = key.split(".")
-        saved[group].setdefault(leaf, value)
+        *parents, leaf = key.split(".")
+        node, current = saved, now
+        for parent in parents:
+            node, current = node.setdefault(parent, {}), current.get(parent, {})
+        if leaf not in node:
+            node[leaf] = current.get(leaf) if value is None else value
     return saved
 
 

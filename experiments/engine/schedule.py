@@ -107,7 +107,7 @@ def build_scheduler(optimizer: Optimizer, total_steps: int, name: str, select: t
     """The schedule called `name`, with its options (SCHEDULE_OPTIONS) checked one by one."""
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown scheduler {name!r}. Valid names: {', '.join(SCHEDULE_NAMES)} "
-                         f"(configs/scheduler/<name>.yaml; choose with scheduler=<name>).")
+                         f"(configs/common/scheduler/<name>.yaml; choose with scheduler=<name>).")
     check_options("Scheduler", name, SCHEDULE_OPTIONS[name], options)
     check_values("scheduler", SCHEDULE_OPTIONS[name], options)
     if name == "plateau" and select is None:

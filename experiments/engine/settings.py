@@ -1,4 +1,5 @@
-"""The engine's settings (configs/trainer/default.yaml) and the run's seed: one table of their valid values.
+"""The engine's settings (configs/common/trainer/default.yaml) and the run's seed: one table of their valid
+values.
 
 `check_settings(cfg)` runs before anything else, so a bad value ends in one message naming it, its
 valid values and a fix, instead of a traceback or a run that trains quietly on nonsense.
@@ -53,6 +54,6 @@ def check_settings(cfg: DictConfig) -> None:
     unknown = sorted(set(trainer) - set(TRAINER_SETTINGS))
     if unknown:
         raise ValueError(f"trainer.{unknown[0]} is not a setting of the engine. Its settings: "
-                         f"{', '.join(TRAINER_SETTINGS)} (configs/trainer/default.yaml); remove it with "
+                         f"{', '.join(TRAINER_SETTINGS)} (configs/common/trainer/default.yaml); remove it with "
                          f"~trainer.{unknown[0]} or correct its name.")
     check_values("trainer", TRAINER_SETTINGS, trainer)

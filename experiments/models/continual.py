@@ -19,7 +19,6 @@ from torch import nn
 
 from experiments.options import check_options
 
-CONTINUAL_MODEL_NAMES = ("reduced_resnet18", "mlp")
 
 
 def build_continual_model(name: str, num_classes: int, image_shape: Sequence[int] = (3, 32, 32),
@@ -103,3 +102,4 @@ def mask_logits(logits: torch.Tensor, task_ids: torch.Tensor, class_mask: torch.
 
 
 BUILDERS = {"reduced_resnet18": reduced_resnet18, "mlp": mlp}
+CONTINUAL_MODEL_NAMES = tuple(BUILDERS)

@@ -14,7 +14,6 @@ from torch import nn
 from experiments.models.wide_resnet import WideResNet
 from experiments.options import check_options
 
-IMAGE_MODEL_NAMES = ("resnet18", "resnet34", "wrn28_10", "efficientnet_b0", "resnet50", "small_cnn")
 
 
 def build_image_model(name: str, num_classes: int, **options) -> nn.Module:
@@ -63,3 +62,4 @@ BUILDERS = {
     "resnet18": cifar_resnet, "resnet34": cifar_resnet, "wrn28_10": wrn28_10,
     "efficientnet_b0": timm_model, "resnet50": timm_model, "small_cnn": small_cnn,
 }
+IMAGE_MODEL_NAMES = tuple(BUILDERS)

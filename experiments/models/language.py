@@ -12,7 +12,6 @@ from torch import nn
 
 from experiments.options import check_options
 
-LANGUAGE_MODEL_NAMES = ("lstm",)
 INIT_RANGE = 0.1
 
 
@@ -80,3 +79,4 @@ def lstm(name: str, vocab_size: int, emsize: int = 650, nhid: int = 650, layers:
 
 
 BUILDERS = {"lstm": lstm}
+LANGUAGE_MODEL_NAMES = tuple(BUILDERS)

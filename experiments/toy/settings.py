@@ -9,16 +9,14 @@ results/toy/; a run with any other setting writes runs/toy/<what it changed>/.
 from __future__ import annotations
 
 import hashlib
-import math
-import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from cmopt.registry import OPTIMIZER_NAMES
+from experiments.options import Valid, finite_real, integer, number, shown
 
 PROBLEMS = ("goldstein_price", "ackley", "flat_sharp", "quadratic")
 SHARED = ("optimizers", "capacity", "decay", "rho")  # top-level values every optimizer comparison uses
@@ -31,112 +29,106 @@ AD_HOC_DIR = Path("runs") / "toy"  # other settings: a folder below this one, re
 LONGEST_FOLDER_NAME = 100
 
 
-# ---- the checks: one row per setting ------------------------------------------------------------------
+# ---- the checks: one row per setting (the engine's validators, experiments/options.py) ------------------
 
-@dataclass(frozen=True)
-class Rule:
-    valid: Callable[[Any], bool]
-    range: str  # what is valid, in words
+def _list_of(test: Callable[[Any], bool], described: str, example: str) -> Valid:
+    return Valid(lambda v: isinstance(v, list) and len(v) > 0 and all(test(x) for x in v), described, example)
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+def _condition_numbers(v: Any) -> bool:
+    return (isinstance(v, list) and len(v) == 3 and finite_real(v[0]) and finite_real(v[1]) and 0 <= v[0] <= v[1]
+            and integer(1).test(v[2]))
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def positive(example: str) -> Valid:
+    return number(0, low_open=True, example=example)
 
 
-def whole(minimum: int) -> Rule:
-    return Rule(lambda v: _whole(v) and v >= minimum, f"a whole number, {minimum} or more")
+def non_negative(example: str) -> Valid:
+    return number(0, example=example)
 
 
-POSITIVE = Rule(lambda v: _real(v) and v > 0, "a number > 0")
-NON_NEGATIVE = Rule(lambda v: _real(v) and v >= 0, "a number >= 0")
-NUMBER = Rule(_real, "a finite number")
-UNIT_CLOSED = Rule(lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]")
-UNIT_OPEN = Rule(lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
-POSITIVE_LIST = Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(POSITIVE.valid(x) for x in v),
-                     "a non-empty list of numbers > 0")
-NUMBER_LIST = Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(_real(x) for x in v),
-                   "a non-empty list of finite numbers")
-POINTS = Rule(lambda v: isinstance(v, list) and len(v) > 0
-              and all(isinstance(p, list) and len(p) == 2 and all(_real(x) for x in p) for p in v),
-              "a non-empty list of [x, y] points")
-OPTIMIZERS = Rule(lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v)
-                  and all(name in OPTIMIZER_NAMES for name in v),
-                  f"a non-empty list of distinct names from: {', '.join(OPTIMIZER_NAMES)}")
-CONDITION_NUMBERS = Rule(lambda v: isinstance(v, list) and len(v) == 3 and _real(v[0]) and _real(v[1])
-                         and 0 <= v[0] <= v[1] and _whole(v[2]) and v[2] >= 1,
-                         "[first, last, count]: log10 of the condition numbers, 0 <= first <= last, "
-                         "count a whole number, 1 or more")
+def finite(example: str) -> Valid:
+    return Valid(finite_real, "a finite number", example)
 
 
-def _optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.valid(v), f"{rule.range}, or null (unset)")
+def positive_list(example: str) -> Valid:
+    return _list_of(positive(example).test, "a non-empty list of numbers > 0", example)
 
 
-# Top level: key -> (what it is, rule, an example of a valid value).
-TOP_LEVEL: dict[str, tuple[str, Rule, str]] = {
-    "workers": ("the number of worker processes", whole(1), "2"),
-    "optimizers": ("the optimizers compared", OPTIMIZERS, "[adam,adam_cg,adam_cm]"),
-    "capacity": ("the buffer capacity C", whole(0), "5"),
-    "decay": ("the priority decay λ", UNIT_CLOSED, "0.7"),
-    "rho": ("SAM's radius ρ", NON_NEGATIVE, "0.05"),
-    "lr": ("the learning rate of every problem", _optional(POSITIVE), "0.03"),
-    "steps": ("the number of optimizer steps", _optional(whole(1)), "200"),
-    "noise": ("the gradient noise's standard deviation", _optional(NON_NEGATIVE), "0.1"),
-    "seeds": ("the number of noise seeds", _optional(whole(1)), "3"),
+OPTIMIZERS = Valid(lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v)
+                   and all(name in OPTIMIZER_NAMES for name in v),
+                   f"a non-empty list of distinct names from: {', '.join(OPTIMIZER_NAMES)}", "[adam,adam_cg,adam_cm]")
+POINTS = Valid(lambda v: isinstance(v, list) and len(v) > 0
+               and all(isinstance(p, list) and len(p) == 2 and all(finite_real(x) for x in p) for p in v),
+               "a non-empty list of [x, y] points", "[[2.6,-1.7]]")
+CONDITION_NUMBERS = Valid(_condition_numbers, "[first, last, count]: log10 of the condition numbers, "
+                          "0 <= first <= last, count an integer >= 1", "[0.5,4.0,8]")
+UNSET = "unset"
+
+# Top level: key -> (what it is, its valid values with an example).
+TOP_LEVEL: dict[str, tuple[str, Valid]] = {
+    "workers": ("the number of worker processes", integer(1, example=2)),
+    "optimizers": ("the optimizers compared", OPTIMIZERS),
+    "capacity": ("the buffer capacity C", integer(0, example=5)),
+    "decay": ("the priority decay λ", number(0, 1, example=0.7)),
+    "rho": ("SAM's radius ρ", non_negative("0.05")),
+    "lr": ("the learning rate of every problem", number(0, low_open=True, example=0.03, null=UNSET)),
+    "steps": ("the number of optimizer steps", integer(1, example=200, null=UNSET)),
+    "noise": ("the gradient noise's standard deviation", number(0, example=0.1, null=UNSET)),
+    "seeds": ("the number of noise seeds", integer(1, example=3, null=UNSET)),
 }
 _RUNS = {
-    "lr": ("the figures' learning rate", POSITIVE, "0.03"),
-    "lr_sweep": ("the tables' learning rates", POSITIVE_LIST, "[0.01,0.03,0.1]"),
-    "steps": ("the number of optimizer steps", whole(1), "200"),
-    "noise": ("the gradient noise's standard deviation", NON_NEGATIVE, "0.1"),
-    "seeds": ("the number of noise seeds", whole(1), "3"),
+    "lr": ("the figures' learning rate", positive("0.03")),
+    "lr_sweep": ("the tables' learning rates", positive_list("[0.01,0.03,0.1]")),
+    "steps": ("the number of optimizer steps", integer(1, example=200)),
+    "noise": ("the gradient noise's standard deviation", non_negative("0.1")),
+    "seeds": ("the number of noise seeds", integer(1, example=3)),
 }
 _SEARCH = {
     **_RUNS,
-    "starts.low": ("the grid's lowest coordinate", NUMBER, "-3.0"),
-    "starts.high": ("the grid's highest coordinate", NUMBER, "3.0"),
-    "starts.points": ("the grid's points per axis", whole(1), "7"),
-    "figure_starts": ("the figures' starting points", POINTS, "[[2.6,-1.7]]"),
-    "figure_seeds": ("the figures' number of seeds", whole(1), "10"),
+    "starts.low": ("the grid's lowest coordinate", finite("-3.0")),
+    "starts.high": ("the grid's highest coordinate", finite("3.0")),
+    "starts.points": ("the grid's points per axis", integer(1, example=7)),
+    "figure_starts": ("the figures' starting points", POINTS),
+    "figure_seeds": ("the figures' number of seeds", integer(1, example=10)),
 }
-PER_PROBLEM: dict[str, dict[str, tuple[str, Rule, str]]] = {
+PER_PROBLEM: dict[str, dict[str, tuple[str, Valid]]] = {
     "goldstein_price": _SEARCH,
-    "ackley": {**_SEARCH, "first_steps": ("the steps Figure 2 shows", whole(1), "10")},
+    "ackley": {**_SEARCH, "first_steps": ("the steps Figure 2 shows", integer(1, example=10))},
     "flat_sharp": {
         **_RUNS,
-        "flat_minimum": ("the flat minimum's position", NUMBER, "-1.0"),
-        "sharp_minimum": ("the sharp minimum's position", NUMBER, "1.0"),
-        "flat_width": ("the flat minimum's width", POSITIVE, "0.5"),
-        "sharpness": ("the sharpness values", POSITIVE_LIST, "[1,4,16]"),
-        "start_offsets": ("the start offsets (in sharp widths)", NUMBER_LIST, "[-1.0,0.0,1.0]"),
+        "flat_minimum": ("the flat minimum's position", finite("-1.0")),
+        "sharp_minimum": ("the sharp minimum's position", finite("1.0")),
+        "flat_width": ("the flat minimum's width", positive("0.5")),
+        "sharpness": ("the sharpness values", positive_list("[1,4,16]")),
+        "start_offsets": ("the start offsets (in sharp widths)",
+                          _list_of(finite_real, "a non-empty list of finite numbers", "[-1.0,0.0,1.0]")),
     },
     "quadratic": {
-        "log10_condition_numbers": ("the condition numbers", CONDITION_NUMBERS, "[0.5,4.0,8]"),
-        "fixed_momentum": ("the fixed momentum", UNIT_OPEN, "0.9"),
-        "scaled_lr_sweep": ("the learning rates (in units of 1/L)", POSITIVE_LIST, "[0.01,0.1,1.0]"),
+        "log10_condition_numbers": ("the condition numbers", CONDITION_NUMBERS),
+        "fixed_momentum": ("the fixed momentum", number(0, 1, high_open=True, example=0.9)),
+        "scaled_lr_sweep": ("the learning rates (in units of 1/L)", positive_list("[0.01,0.1,1.0]")),
     },
 }
 
 
-def _check(key: str, value: Any, meaning: str, rule: Rule, example: str, hint: str = "") -> None:
-    if not rule.valid(value):
-        raise ValueError(f"{key}={_shown(value)}: {meaning} must be {rule.range}. Set e.g. {key}={example}{hint}.")
+def _check(key: str, value: Any, meaning: str, valid: Valid, hint: str = "") -> None:
+    if not valid.test(value):
+        raise ValueError(f"{key}={_shown(value)}: {meaning} must be {valid.described}. "
+                         f"Set e.g. {key}={shown(valid.example)}{hint}.")
 
 
 def check_config(cfg: DictConfig) -> list[str]:
     """Check every setting the run will use; returns the chosen problems. Raises ValueError naming a bad one."""
     values = _flatten(OmegaConf.to_container(cfg, resolve=True))
     problems = chosen_problems(values["problem"])
-    for key, (meaning, rule, example) in TOP_LEVEL.items():
+    for key, (meaning, valid) in TOP_LEVEL.items():
         hint = ", or leave it unset for each problem's own" if key in (*SHORTCUTS, "lr") else ""
-        _check(key, values[key], meaning, rule, example, hint)
+        _check(key, values[key], meaning, valid, hint)
     for problem in problems:
-        for key, (meaning, rule, example) in PER_PROBLEM[problem].items():
-            _check(f"{problem}.{key}", values[f"{problem}.{key}"], meaning, rule, example)
+        for key, (meaning, valid) in PER_PROBLEM[problem].items():
+            _check(f"{problem}.{key}", values[f"{problem}.{key}"], meaning, valid)
         low, high = values.get(f"{problem}.starts.low"), values.get(f"{problem}.starts.high")
         if low is not None and low > high:
             raise ValueError(f"{problem}.starts.low={low} is above {problem}.starts.high={high}: the grid of "

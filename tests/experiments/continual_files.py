@@ -144,3 +144,17 @@ def write_tiny_imagenet_parquet(folder: Path, train_per_class: int = 1):
         datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).to_parquet(
             str(folder / "data" / f"{split}-00000-of-00001.parquet"))
     return names
+
+
+def write_image_folder(root: Path, classes: int = 6, train_per_class: int = 4, test_per_class: int = 2,
+                       test_folder: str = "val") -> list[str]:
+    """An ImageFolder tree root/{train,<test_folder>}/<class>/*.png of plain-colour images, class k painted
+    colour_of(k) (k by sorted class name), in sizes other than 32x32 so that the reader must resize."""
+    names = [f"class_{chr(ord('a') + k)}" for k in range(classes)]
+    for split, count in (("train", train_per_class), (test_folder, test_per_class)):
+        for k, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                size = (20 + 4 * i, 12 + 8 * k)  # (width, height): every image another shape
+                Image.new("RGB", size, colour_of(k)).save(root / split / name / f"{i}.png")
+    return names

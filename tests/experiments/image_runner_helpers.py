@@ -23,13 +23,14 @@ TIMING_KEYS = {"step_time_s", "wall_time_s"}  # with throughputs (<items>_per_s)
 
 
 def compose_config(*overrides: str) -> DictConfig:
-    """configs/image_classification.yaml with experiment=smoke (synthetic data, small CNN, CPU) and `overrides`."""
+    """The image runner's primary config with experiment=smoke (synthetic data, small CNN, CPU) and `overrides`."""
     return compose_runner_config("image_classification", "experiment=smoke", *overrides)
 
 
 def compose_runner_config(config_name: str, *overrides: str) -> DictConfig:
-    """configs/<config_name>.yaml, the real file a runner reads, with `overrides`."""
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    """configs/<config_name>/<config_name>.yaml, the real file a runner reads (in its own config root), with
+    `overrides`."""
+    with initialize_config_dir(config_dir=str(REPO / "configs" / config_name), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
 
 

@@ -4,9 +4,9 @@ returns, never on test: its best value is the best trial's best_val_acc, its bes
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.experiments.image_runner_helpers import REPO, compose_runner_config, run_cli
@@ -34,7 +34,8 @@ def test_an_optuna_search_maximises_validation_accuracy(tmp_path):
     ("online_learning", "online_adam_cm", "maximize"),
 ])
 def test_each_runner_has_a_search_in_the_direction_of_its_validation_metric(runner, search, direction):
-    cfg = OmegaConf.load(REPO / "configs" / "hparams_search" / f"{search}.yaml")
+    with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
+        cfg = compose(runner, overrides=[f"hparams_search={search}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.direction == direction
     assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "optimizer.decay", "optimizer.capacity"}
     assert compose_runner_config(runner, f"hparams_search={search}").optimizer.name == "adam_cm"

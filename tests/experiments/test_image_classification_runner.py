@@ -24,7 +24,7 @@ CRITICAL = {"adam_cm", "adam_cg", "sgd_cm"}
 
 
 def test_there_is_one_optimizer_config_per_registry_name():
-    configs = {p.stem: OmegaConf.load(p) for p in (REPO / "configs" / "optimizer").glob("*.yaml")}
+    configs = {p.stem: OmegaConf.load(p) for p in (REPO / "configs" / "common" / "optimizer").glob("*.yaml")}
     assert set(configs) == set(cmopt.OPTIMIZER_NAMES)
     for stem in configs:
         assert compose_config(f"optimizer={stem}").optimizer.name == stem

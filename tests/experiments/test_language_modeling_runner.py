@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import MissingConfigException
 
 from experiments.engine import checkpoint
 
@@ -161,7 +162,7 @@ def test_wandb_offline_holds_the_perplexities(tmp_path, monkeypatch):
     (("model.tied=true", "model.emsize=8", "model.nhid=16"), ValueError, r"model.emsize \(8\) must equal"),
     (("+dataset.vocabulary=9",), ValueError, r"Dataset 'synthetic_lm' does not take option\(s\) vocabulary"),
     (("+model.hidden=9",), ValueError, r"Model 'lstm' does not take option\(s\) hidden"),
-    (("dataset=cifar10",), ValueError, r"Unknown dataset 'cifar10'. Valid names for language modelling"),
+    (("dataset.name=cifar10",), ValueError, r"Unknown dataset 'cifar10'. Valid names for language modelling"),
     (("dataset=ptb",), DatasetNotFoundError, r"no ptb.train.txt or train.txt"),
 ])
 def test_bad_settings_are_refused_with_the_value_named(tmp_path, overrides, error, message):
@@ -169,6 +170,11 @@ def test_bad_settings_are_refused_with_the_value_named(tmp_path, overrides, erro
     cfg = compose_runner_config("language_modeling", *base, f"data_dir={tmp_path / 'empty'}", *overrides)
     with pytest.raises(error, match=message):
         run(cfg, tmp_path / "run")
+
+
+def test_the_image_runners_datasets_are_not_options_of_this_runner():
+    with pytest.raises(MissingConfigException, match=r"Could not find 'dataset/cifar10'"):
+        compose_runner_config("language_modeling", "dataset=cifar10")
 
 
 def test_on_the_command_line_a_bad_setting_is_one_message_and_exit_1(tmp_path):

@@ -23,7 +23,7 @@ import cmopt
 from experiments.data.continual import DatasetNotFoundError, build_benchmark
 from experiments.engine.checkpoint import seed_everything
 from experiments.online_learning import HEATMAP_NAME, build_task, run
-from tests.experiments.continual_files import write_tiny_imagenet
+from tests.experiments.continual_files import write_image_folder, write_tiny_imagenet
 from tests.experiments.image_runner_helpers import compose_runner_config, metrics_lines, run_cli
 from tests.experiments.test_image_classification_wandb import wandb_history
 
@@ -155,6 +155,25 @@ def test_task_incremental_masks_other_tasks_classes_and_class_incremental_does_n
     assert R[-1] != pytest.approx(accuracies_by_hand(result.model, benchmark, not masked), abs=1e-12)
 
 
+def test_an_image_folder_trains_as_tasks_with_the_same_hold_outs_and_metrics(tmp_path):
+    write_image_folder(tmp_path / "images", classes=4, train_per_class=10, test_per_class=3)
+    cfg = compose_runner_config(
+        "online_learning", "experiment=synthetic_tasks", "benchmark=image_folder",
+        f"benchmark.root={tmp_path / 'images'}", "benchmark.image_size=8", "benchmark.val_fraction=0.2",
+        "model.hidden_sizes=[16]", "trainer.batch_size=4", "trainer.flatness_at_end=false")
+    result = run(cfg, tmp_path / "run")
+    benchmark = build_benchmark(**cfg.benchmark)
+    summary = result.summary
+    assert summary["task_names"] == ["image_folder_0", "image_folder_1"] and summary["tasks_trained"] == 2
+    assert [len(task.val) for task in benchmark.tasks] == [4, 4]  # 2 of each class's 10 training images
+    R = summary["accuracy_matrix"]
+    assert R[-1] == pytest.approx(accuracies_by_hand(result.model, benchmark, masked=True), abs=1e-12)
+    for name, value in metrics_by_hand(R, summary["baseline_accuracy"]).items():
+        assert summary[name] == pytest.approx(value, abs=1e-12), name
+    assert np.array(summary["val_accuracy_matrix"]).shape == (2, 2)
+    assert (tmp_path / "run" / HEATMAP_NAME).is_file()
+
+
 @pytest.mark.parametrize("name", cmopt.OPTIMIZER_NAMES)
 def test_every_registry_optimizer_trains_through_the_runner(tmp_path, name):
     result = run(config(f"optimizer={name}", "optimizer.lr=0.01", "benchmark.train_size=40",
@@ -188,6 +207,8 @@ def test_wandb_offline_holds_the_per_task_accuracies(tmp_path, monkeypatch):
      r"benchmark.order=\['cifar10', 'kmnist'\] must name distinct datasets.*unknown: kmnist"),
     (("benchmark=five_datasets",), DatasetNotFoundError, r"5-dataset: 5 of its datasets not found"),
     (("benchmark=tiny_imagenet",), DatasetNotFoundError, r"tiny_imagenet not found in .*wnids.txt"),
+    (("benchmark=image_folder",), DatasetNotFoundError, r"image_folder: .*empty/image_folder has no split "
+                                                         r"folders.*train/<class>/\*.png"),
     (("scenario=domain_incremental",), ValueError,
      r"scenario='domain_incremental'; valid: task_incremental, class_incremental"),
     (("+model.depth=3",), ValueError, r"Model 'mlp' does not take option\(s\) depth"),
@@ -217,7 +238,7 @@ def test_help_lists_the_runners_own_groups():
     done = run_cli("--help", runner=RUNNER)
     assert done.returncode == 0
     assert "python -m experiments.online_learning: online (continual) learning" in done.stdout
-    assert "benchmark: five_datasets, tiny_imagenet, synthetic_tasks" in done.stdout
+    assert "benchmark: five_datasets, image_folder, synthetic_tasks, tiny_imagenet" in done.stdout
     assert "dataset:" not in done.stdout  # the other runners' groups are not listed
 
 

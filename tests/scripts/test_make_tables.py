@@ -13,12 +13,17 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_tables.py"
 
 
+SELECT = {"dataset": ("val_acc", "max"), "benchmark": ("val_average_accuracy", "max")}  # as the runners' configs
+
+
 def write_run(folder: Path, *, optimizer: str, lr: float, seed: int, summary: dict | None,
-              data: str = "cifar10", group: str = "dataset") -> None:
+              data: str = "cifar10", group: str = "dataset", select: tuple[str, str] | None = None) -> None:
     folder.mkdir(parents=True)
+    metric, mode = select or SELECT[group]
     (folder / "config.yaml").write_text(
         f"seed: {seed}\nruns_dir: runs\n{group}:\n  name: {data}\nmodel:\n  name: resnet18\n"
-        f"optimizer:\n  name: {optimizer}\n  lr: {lr}\ntrainer:\n  epochs: 10\n")
+        f"optimizer:\n  name: {optimizer}\n  lr: {lr}\ntrainer:\n  epochs: 10\n"
+        f"select:\n  metric: {metric}\n  mode: {mode}\n")
     if summary is not None:
         (folder / "summary.json").write_text(json.dumps({"status": "finished", **summary}))
 
@@ -64,7 +69,7 @@ def test_lower_is_better_for_perplexity(tmp_path):
     for lr, ppl in ((1e-3, [(120.0, 110.0), (118.0, 111.0)]), (3e-4, [(125.0, 100.0), (126.0, 101.0)])):
         for seed, (val, test) in enumerate(ppl):
             write_run(tmp_path / "runs" / f"{lr}_{seed}", optimizer="adam_cm", lr=lr, seed=seed, data="ptb",
-                      summary={"best_val_ppl": val, "test_ppl": test})
+                      select=("val_ppl", "min"), summary={"val_ppl": val, "test_ppl": test})
     table, _ = make(tmp_path)
     assert table_row(table, "adam_cm")[3:6] == ["0.001", "119.00 ± 1.41", "110.50 ± 0.71"]
 
@@ -109,3 +114,27 @@ def test_runs_without_a_validation_metric_are_refused(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "runs"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no validation metric" in done.stderr and "dataset.val_size" in done.stderr
+
+
+def test_the_metric_and_its_direction_are_the_runs_own_select(tmp_path):
+    """The same summaries selected on the metric and mode their config.yaml names: the choice follows it."""
+    for lr, (val, other, test) in ((1e-3, (0.8, 5.0, 0.1)), (1e-2, (0.6, 2.0, 0.2))):
+        for select, name in ((("val_acc", "max"), "acc"), (("val_score", "min"), "score")):
+            write_run(tmp_path / name / "runs" / str(lr), optimizer="adam", lr=lr, seed=0, select=select,
+                      summary={"val_acc": val, "val_score": other, "test_acc": test, "test_score": test})
+    assert table_row(make(tmp_path / "acc")[0], "adam")[3] == "0.001"  # higher val_acc
+    table, _ = make(tmp_path / "score")
+    assert table_row(table, "adam")[3] == "0.01" and "best mean val_score (lower is better)" in table
+
+
+def test_runs_of_different_selects_or_without_one_are_refused(tmp_path):
+    write_run(tmp_path / "mixed" / "a", optimizer="adam", lr=1e-3, seed=0, summary={"val_acc": 0.5})
+    write_run(tmp_path / "mixed" / "b", optimizer="adam", lr=1e-3, seed=1, select=("val_ppl", "min"),
+              summary={"val_ppl": 50.0})
+    old = tmp_path / "old" / "a"
+    write_run(old, optimizer="adam", lr=1e-3, seed=0, summary={"val_acc": 0.5})
+    (old / "config.yaml").write_text((old / "config.yaml").read_text().split("select:")[0])
+    for runs, message in (("mixed", "select on different metrics"), ("old", "has no select")):
+        done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / runs), "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr, done.stderr

@@ -3,12 +3,15 @@ it launches are Hydra multiruns of that grid, and a mini result runs end to end 
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+
+import cmopt
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -18,16 +21,14 @@ import paper  # noqa: E402
 DEFINITIONS = paper.definitions()
 
 
-def test_the_paper_results_are_all_defined():
-    assert set(DEFINITIONS) == {"cifar10", "cifar100", "imagenet", "ptb", "online_five_datasets",
-                                "online_tiny_imagenet", "sharpness", "ablation_capacity", "ablation_decay",
-                                "lr_sensitivity", "overhead"}
-    compared = set().union(*(grid.get("optimizer", []) for name in ("cifar10", "cifar100")
-                             for _, grid in paper.sweeps(DEFINITIONS[name], mini=False)))
-    assert compared == {"adam", "adam_cg", "adam_cm", "sam_adam", "sam_adam_cg", "sam_adam_cm", "sgd", "sgd_cm"}
+def test_each_ablation_holds_the_baseline_and_the_optimizers_defaults():
+    """Capacity 0 (Adam+CM is then AdamW exactly) and AdamCM's own C and λ are points of the ablations, so each
+    ablation compares against the plain optimizer and the setting every other result uses."""
+    defaults = inspect.signature(cmopt.AdamCM).parameters
     capacities = paper.sweeps(DEFINITIONS["ablation_capacity"], mini=False)[0][1]["optimizer.capacity"]
     decays = paper.sweeps(DEFINITIONS["ablation_decay"], mini=False)[0][1]["optimizer.decay"]
-    assert (capacities, decays) == ([0, 1, 5, 10, 20], [0.5, 0.7, 0.9, 0.99])
+    assert {0, defaults["capacity"].default} <= set(capacities) and len(capacities) > 2
+    assert defaults["decay"].default in decays and len(decays) > 2
 
 
 @pytest.mark.parametrize("name", sorted(DEFINITIONS))
@@ -38,9 +39,9 @@ def test_every_definition_composes_with_its_runner(name, mini):
         first = {k: v[0] for k, v in grid.items()}
         # Every experiment of the grid composes with the other keys' first values (each optimizer config is
         # a file of the optimizer group, and composes with any experiment: tested with each runner).
-        assert all((REPO / "configs" / "optimizer" / f"{o}.yaml").is_file() for o in grid["optimizer"])
+        assert all((REPO / "configs" / "common" / "optimizer" / f"{o}.yaml").is_file() for o in grid["optimizer"])
         variants = [first, *({**first, "experiment": value} for value in grid.get("experiment", [])[1:])]
-        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
             for variant in variants:
                 cfg = compose(runner, overrides=[f"{k}={paper._text(v)}" for k, v in variant.items()])
                 assert cfg.optimizer.name == variant["optimizer"]

@@ -165,6 +165,19 @@ def test_missing_five_datasets_names_every_folder_layout_and_source(tmp_path):
         assert expected in message
 
 
+def test_missing_five_datasets_says_the_benchmark_key_never_torchvision_or_the_image_runners(tmp_path):
+    """Each missing dataset names benchmark.download=true (the key this runner has), not dataset.download,
+    and not torchvision's own "You can use download=True", which is no key a user can type."""
+    with pytest.raises(DatasetNotFoundError) as caught:
+        build_benchmark("five_datasets", root=str(tmp_path))
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 5
+    for line in lines[:3] + lines[4:]:  # every dataset torchvision reads (notMNIST's folder it does not)
+        assert "Set benchmark.download=true" in line and "missing " in line
+    message = str(caught.value)
+    assert "dataset.download" not in message and "download=True" not in message
+
+
 def test_unknown_dataset_in_order_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"order=\['mnist', 'kmnist'\].*cifar10, mnist.*unknown: kmnist"):
         build_benchmark("five_datasets", root=str(tmp_path), order=["mnist", "kmnist"])
@@ -272,7 +285,7 @@ def test_unknown_benchmark_option_and_val_fraction_are_refused():
         build_benchmark("synthetic_tasks", val_fraction=1.5)
 
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "benchmark"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "online_learning" / "benchmark"
 
 
 def test_every_benchmark_config_reaches_its_builder(tmp_path):

@@ -177,15 +177,17 @@ def test_unknown_dataset_and_option_are_refused():
         build_image_datasets("synthetic", batch_size=128)
 
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "dataset"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def test_every_dataset_config_reaches_its_builder(tmp_path):
-    # The dataset group is shared by the image and language-modelling runners: each file reaches its own builder.
+    # The image and language-modelling runners each have a dataset group: each file reaches its runner's builder.
     from experiments.data.text import TEXT_DATASET_NAMES, build_text_corpus
 
-    files = {path.stem: OmegaConf.load(path) for path in CONFIGS.glob("*.yaml")}
-    assert set(files) == set(IMAGE_DATASET_NAMES) | set(TEXT_DATASET_NAMES)
+    groups = {"image_classification": IMAGE_DATASET_NAMES, "language_modeling": TEXT_DATASET_NAMES}
+    for runner, names in groups.items():
+        assert {path.stem for path in (CONFIGS / runner / "dataset").glob("*.yaml")} == set(names)
+    files = {path.stem: OmegaConf.load(path) for path in CONFIGS.glob("*/dataset/*.yaml")}
     for stem, config in files.items():
         # The primary config supplies data_dir; no files are there, so a clear error ends it.
         resolved = OmegaConf.merge({"data_dir": str(tmp_path)}, {"dataset": config}).dataset

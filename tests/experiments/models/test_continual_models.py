@@ -83,7 +83,7 @@ def test_unknown_model_and_option_are_refused():
         build_continual_model("mlp", num_classes=10, nf=20)
 
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "online_learning" / "model"
 
 
 def test_continual_model_configs_build_their_models():

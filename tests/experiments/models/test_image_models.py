@@ -72,11 +72,11 @@ def test_unknown_model_and_option_are_refused():
         build_image_model("resnet18", num_classes=10, dropout=0.1)
 
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def test_every_model_config_builds_its_model():
-    # The model group is shared by the runners; each file builds with the builder of the runner it serves.
+    # Each runner has its own model group (configs/<runner>/model/); each file builds with that runner's builder.
     from experiments.models.continual import CONTINUAL_MODEL_NAMES, build_continual_model
     from experiments.models.language import LANGUAGE_MODEL_NAMES, build_language_model
 
@@ -88,16 +88,16 @@ def test_every_model_config_builds_its_model():
     def language_outputs(model):
         return model(torch.zeros(4, 2, dtype=torch.long), model.initial_hidden(2))[0].shape
 
-    builders = {**{n: (lambda c: build_image_model(**c, num_classes=3), image_outputs, (2, 3))
-                   for n in IMAGE_MODEL_NAMES},
-                **{n: (lambda c: build_continual_model(**c, num_classes=3), image_outputs, (2, 3))
-                   for n in CONTINUAL_MODEL_NAMES},
-                **{n: (lambda c: build_language_model(**c, vocab_size=3), language_outputs, (4, 2, 3))
-                   for n in LANGUAGE_MODEL_NAMES}}
-    files = {path.stem: OmegaConf.load(path) for path in CONFIGS.glob("*.yaml")}
+    builders = {**{("image_classification", n): (lambda c: build_image_model(**c, num_classes=3), image_outputs,
+                                                 (2, 3)) for n in IMAGE_MODEL_NAMES},
+                **{("online_learning", n): (lambda c: build_continual_model(**c, num_classes=3), image_outputs,
+                                            (2, 3)) for n in CONTINUAL_MODEL_NAMES},
+                **{("language_modeling", n): (lambda c: build_language_model(**c, vocab_size=3),
+                                              language_outputs, (4, 2, 3)) for n in LANGUAGE_MODEL_NAMES}}
+    files = {(path.parent.parent.name, path.stem): OmegaConf.load(path) for path in CONFIGS.glob("*/model/*.yaml")}
     assert set(files) == set(builders)
-    for stem, config in files.items():
+    for (runner, stem), config in files.items():
         assert config.name == stem
-        build, outputs, expected = builders[stem]
+        build, outputs, expected = builders[runner, stem]
         with torch.no_grad():
             assert tuple(outputs(build(config))) == expected, stem  # one score per class (or word)

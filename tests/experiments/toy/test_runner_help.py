@@ -1,7 +1,7 @@
 """Each runner's --help names the runner and lists its own settings, never another runner's config groups.
 
-(The image runner's check lives here with the toy runner's because they test one thing: the two
-`hydra.help` blocks of configs/toy.yaml and configs/image_classification.yaml.)
+(The training runners' check lives here with the toy runner's because they test one thing: what --help
+lists, from configs/toy.yaml and from configs/common/hydra/default.yaml.)
 """
 
 import os
@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[3]
-COMMON_GROUPS = ["optimizer", "scheduler", "trainer", "logger", "experiment", "hparams_search", "hydra/launcher"]
-RUNNER_GROUPS = {  # each training runner's --help: its own data and model options only
-    "image_classification": {"dataset": ["cifar10", "cifar100", "imagenet", "synthetic"],
-                             "model": ["resnet18", "resnet34", "wrn28_10", "efficientnet_b0", "resnet50", "small_cnn"]},
-    "language_modeling": {"dataset": ["ptb", "wikitext2", "text", "synthetic_lm"], "model": ["lstm"]},
-    "online_learning": {"benchmark": ["five_datasets", "tiny_imagenet", "synthetic_tasks"],
-                        "model": ["reduced_resnet18", "mlp"]},
-}
+CONFIGS = REPOSITORY / "configs"
+RUNNERS = ("image_classification", "language_modeling", "online_learning")
+
+
+def option_files(root: Path) -> dict[str, list[str]]:
+    """{group: sorted option names} of every folder below `root` holding option files (hydra/ itself aside)."""
+    return {folder.relative_to(root).as_posix(): sorted(f.stem for f in folder.glob("*.yaml"))
+            for folder in root.rglob("*") if folder.is_dir() and any(folder.glob("*.yaml")) and folder.name != "hydra"}
 
 
 def help_text(module: str) -> str:
@@ -53,16 +53,26 @@ def test_toy_help_shows_the_settings_with_overrides_applied(override):
     assert re.search(rf"^capacity: {3 if override else 5}$", done.stdout, re.MULTILINE)
 
 
-@pytest.mark.parametrize("runner", sorted(RUNNER_GROUPS))
-def test_each_training_runner_help_lists_exactly_its_own_groups_with_existing_options(runner):
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_each_training_runner_help_lists_exactly_its_own_groups_and_their_option_files(runner):
+    """The groups are those of the runner's config root and of configs/common/, each with every option file it
+    holds (an option added is listed with no other change); no other runner's group, nor toy/ or paper/."""
     text = help_text(f"experiments.{runner}")
     assert text.startswith(f"python -m experiments.{runner}: ")
-    section = text.split("== Config groups (group=option) ==\n")[1].split("\n\n")[0]
-    listed = dict(line.split(": ", 1) for line in section.splitlines())
-    assert list(listed) == [*RUNNER_GROUPS[runner], *COMMON_GROUPS]  # not toy/, nor another runner's groups
-    for group, options in RUNNER_GROUPS[runner].items():
-        assert listed[group].split(", ") == options
-    for group, options in listed.items():
-        for option in options.split(", "):
-            assert (REPOSITORY / "configs" / group / f"{option}.yaml").is_file(), f"{group}={option}"
-    assert "toy:" not in text and "goldstein_price" not in text
+    section = text.split("== Config groups (group=option) ==\n")[1].split("\n\n== Config")[0]
+    listed = dict(line.split(": ", 1) for line in section.splitlines() if line)
+    expected = {**option_files(CONFIGS / runner), **option_files(CONFIGS / "common")}
+    assert {group: options.split(", ") for group, options in listed.items()} == expected
+    others = {group for other in RUNNERS if other != runner for group in option_files(CONFIGS / other)}
+    assert others - set(expected) and not (others - set(expected)) & set(listed)  # e.g. benchmark, dataset
+    assert "toy:" not in text and "goldstein_price" not in text and "paper" not in listed
+
+
+def test_another_runners_option_is_hydras_could_not_find_listing_the_valid_ones():
+    done = subprocess.run([sys.executable, "-m", "experiments.image_classification", "dataset=ptb", "--cfg", "job"],
+                          cwd=REPOSITORY, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    listed = done.stderr.split("Available options in 'dataset':")[1].split("Config search path")[0].split()
+    assert "Could not find 'dataset/ptb'" in done.stderr
+    assert listed == option_files(CONFIGS / "image_classification")["dataset"]  # the image datasets only

@@ -6,6 +6,7 @@ Torch-free, so scripts/collect_results.py imports it as cheaply as the engine do
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -66,9 +67,9 @@ def _real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def integer(low: int, *, null: str | None = None) -> Valid:
+def integer(low: int, *, null: str | None = None, example: int | None = None) -> Valid:
     """An integer >= low; with `null` (what null means), null too."""
-    example = max(low, 1)
+    example = max(low, 1) if example is None else example
     ok = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low  # noqa: E731
     return _nullable(Valid(ok, f"an integer >= {low}", example), null)
 
@@ -77,14 +78,14 @@ def number(low: float, high: float | None = None, *, low_open: bool = False, hig
            example: float, null: str | None = None) -> Valid:
     """A real number in the interval from low to high (open or closed at each end; high None: unbounded)."""
     def ok(v) -> bool:
-        if not _real(v) or v != v:  # NaN is in no interval
+        if not _real(v) or not math.isfinite(v):  # NaN and ±inf are in no interval
             return False
         above = v > low if low_open else v >= low
         below = high is None or (v < high if high_open else v <= high)
         return above and below
 
     if high is None:
-        described = f"a number {'>' if low_open else '>='} {low:g}"
+        described = f"a finite number {'>' if low_open else '>='} {low:g}"
     else:
         described = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     return _nullable(Valid(ok, described, example), null)

@@ -42,7 +42,7 @@ from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, w
 from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
 from experiments.engine.task import Task, detach, move_to
-from experiments.options import PLACEMENT_KEYS
+from experiments.options import PLACEMENT_KEYS, check_options
 
 log = logging.getLogger(__name__)
 
@@ -620,6 +620,7 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
     """cmopt.create_optimizer(name, model, **hyperparameters) from an optimizer config group entry."""
     options = OmegaConf.to_container(optimizer_cfg, resolve=True)
     name = options.pop("name")
+    check_options("Optimizer", name, [*cmopt.registry.hyperparameter_names(name), "no_decay_bias_and_norm"], options)
     hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     return cmopt.create_optimizer(name, model, **hyperparameters)
 

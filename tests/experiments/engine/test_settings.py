@@ -26,7 +26,7 @@ def linear_task(cfg, train_size: int = 40) -> Task:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 is not valid: it must be null (no clipping) or a number > 0. "
+    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 is not valid: it must be null (no clipping) or a finite number > 0. "
                                "Set it to one, e.g. trainer.grad_clip=1.0"),
     (["trainer.grad_clip=0"], "trainer.grad_clip=0 is not valid"),
     (["trainer.max_steps=-5"], "trainer.max_steps=-5 is not valid: it must be null (epochs decide) or an integer >= 1"),
@@ -47,7 +47,33 @@ def linear_task(cfg, train_size: int = 40) -> Task:
     (["trainer.compile=yes"], "trainer.compile=yes is not valid: it must be one of none, optimizer, model, both"),
     (["trainer.shuffle=maybe"], "trainer.shuffle=maybe is not valid: it must be true or false"),
     (["+trainer.max_step=5"], "trainer.max_step is not a setting of the engine. Its settings: device,"),
+    (["trainer.grad_clip=inf"], "trainer.grad_clip=inf is not valid"),
     (["seed=abc"], "seed=abc is not valid: it must be an integer. Set it to one, e.g. seed=0"),
+    (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001 is not valid: it must be a finite number > 0. "
+                             "Set it to one, e.g. optimizer.lr=0.001."),
+    (["optimizer.lr=0"], "optimizer.lr=0 is not valid: it must be a finite number > 0"),  # a run that cannot learn
+    (["optimizer.lr=abc"], "optimizer.lr=abc is not valid: it must be a finite number > 0"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan is not valid: it must be a finite number > 0"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf is not valid: it must be a finite number > 0"),
+    (["optimizer.lr=true"], "optimizer.lr=true is not valid"),
+    (["optimizer.decay=1.5"], "optimizer.decay=1.5 is not valid: it must be a number in [0, 1]. "
+                              "Set it to one, e.g. optimizer.decay=0.7."),
+    (["optimizer.capacity=-1"], "optimizer.capacity=-1 is not valid: it must be an integer >= 0. "
+                                "Set it to one, e.g. optimizer.capacity=5."),
+    (["optimizer.capacity=2.5"], "optimizer.capacity=2.5 is not valid"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 is not valid: it must be a finite number >= 0"),
+    (["optimizer.eps=0"], "optimizer.eps=0 is not valid: it must be a finite number > 0"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0] is not valid: it must be a pair [beta1, beta2] "
+                                    "of numbers in [0, 1). Set it to one, e.g. optimizer.betas=[0.9,0.999]."),
+    (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is not valid"),
+    (["optimizer=sgd", "optimizer.momentum=1.2"], "optimizer.momentum=1.2 is not valid: it must be a number in [0, 1)"),
+    (["optimizer=sgd", "optimizer.dampening=-1"], "optimizer.dampening=-1 is not valid: it must be a number in [0, 1]"),
+    (["optimizer=sam_adam_cm", "optimizer.rho=-0.05"], "optimizer.rho=-0.05 is not valid: it must be a finite number >= 0"),
+    (["+optimizer.foo=1"], "Optimizer 'adam_cm' does not take option(s) foo. It takes: lr, betas, eps, weight_decay, "
+                           "capacity, decay, buffer_dtype, foreach, capturable, no_decay_bias_and_norm. If you did "
+                           "not set it, an experiment file written for another optimizer did: choose that "
+                           "experiment's optimizer, or drop it with ~optimizer.foo."),
+    (["optimizer=sam_adam_cm", "optimizer.adaptive=yes"], "optimizer.adaptive=yes is not valid: it must be true or false"),
     (["scheduler=step", "scheduler.milestones=[60,120,160]"],
      "scheduler.milestones=[60, 120, 160] is not valid: it must be a list of increasing fractions of the run's "
      "steps in (0, 1], not epochs"),
@@ -74,7 +100,8 @@ def test_values_at_the_edges_of_their_ranges_train(tmp_path):
     train(compose_config("scheduler=step", "scheduler.milestones=[1.0]", "scheduler.gamma=1", "trainer.grad_clip=1e-3",
                          "trainer.eval_batch_size=1", "trainer.flatness_interval=0", "trainer.max_steps=2", *QUIET),
           linear_task, tmp_path / "step")
-    train(compose_config("scheduler.min_lr_ratio=1", "scheduler.warmup_steps=0", "trainer.max_steps=2", *QUIET),
+    train(compose_config("scheduler.min_lr_ratio=1", "scheduler.warmup_steps=0", "trainer.max_steps=2", *QUIET,
+                         "optimizer.lr=1e-12", "optimizer.capacity=0", "optimizer.decay=1.0", "optimizer.weight_decay=0"),
           linear_task, tmp_path / "cosine")
 
 

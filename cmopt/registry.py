@@ -37,15 +37,12 @@ def create_optimizer(name: str, model_or_params: nn.Module | Iterable, *,
     group with weight_decay=0. Names starting with "sam_" wrap the rest in SAM and take `rho` and
     `adaptive` besides the base optimizer's own hyperparameters.
     """
-    if name not in OPTIMIZER_NAMES:
-        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(OPTIMIZER_NAMES)}.")
-    use_sam = name.startswith(SAM_PREFIX)
-    base_name = name[len(SAM_PREFIX):] if use_sam else name
-    base_class = BASE_OPTIMIZERS[base_name]
-    unknown = sorted(set(hyperparameters) - set(hyperparameter_names(name)))
+    accepted = hyperparameter_names(name)
+    unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
-        raise ValueError(f"Optimizer {name!r} does not take {', '.join(unknown)}. "
-                         f"It takes: {', '.join(hyperparameter_names(name))}.")
+        raise ValueError(f"Optimizer {name!r} does not take {', '.join(unknown)}. It takes: {', '.join(accepted)}.")
+    use_sam = name.startswith(SAM_PREFIX)
+    base_class = BASE_OPTIMIZERS[name[len(SAM_PREFIX):] if use_sam else name]
     sam_kwargs = {k: hyperparameters.pop(k) for k in SAM_ARGUMENTS if k in hyperparameters} if use_sam else {}
     params = _parameter_groups(model_or_params, no_decay_bias_and_norm)
     if use_sam:
@@ -55,6 +52,8 @@ def create_optimizer(name: str, model_or_params: nn.Module | Iterable, *,
 
 def hyperparameter_names(name: str) -> tuple[str, ...]:
     """The keyword arguments `create_optimizer(name, ...)` passes on (besides no_decay_bias_and_norm)."""
+    if name not in OPTIMIZER_NAMES:
+        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(OPTIMIZER_NAMES)}.")
     use_sam = name.startswith(SAM_PREFIX)
     base_class = BASE_OPTIMIZERS[name[len(SAM_PREFIX):] if use_sam else name]
     accepted = [p for p in inspect.signature(base_class.__init__).parameters if p not in ("self", "params")]

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import cmopt
-from experiments.engine import checkpoint, data, distributed
+from experiments.engine import checkpoint, data, distributed, run_record
 from experiments.engine.checkpoint import CHECKPOINT_NAME
 from experiments.engine.distributed import Placement
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
@@ -74,16 +74,17 @@ class Progress:
 
 def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: str | Path) -> TrainResult:
     """Train the Task that `build_task(cfg)` returns, in `run_dir`, resuming from its checkpoint if any."""
-    check_settings(cfg)
-    placement = distributed.setup(cfg.trainer.device)
-    try:
-        _make_deterministic(placement.device, cfg.trainer.deterministic_gpu)
-        checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
-        with distributed.local_main_first(placement):  # one download per machine, not one per process
-            task = build_task(cfg)
-        return Trainer(cfg, task, placement, Path(run_dir)).fit()
-    finally:
-        distributed.teardown()
+    with run_record.removed_if_refused(Path(run_dir), cfg):
+        check_settings(cfg)
+        placement = distributed.setup(cfg.trainer.device)
+        try:
+            _make_deterministic(placement.device, cfg.trainer.deterministic_gpu)
+            checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
+            with distributed.local_main_first(placement):  # one download per machine, not one per process
+                task = build_task(cfg)
+            return Trainer(cfg, task, placement, Path(run_dir)).fit()
+        finally:
+            distributed.teardown()
 
 
 @contextlib.contextmanager
@@ -187,6 +188,7 @@ class Trainer:
         if self.placement.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+            run_record.record_accepted_run(self.cfg, self.run_dir)  # .hydra/ and the log: only for a run it trains
             log.info("Training %d steps (%s) in %s on %s x%d%s.", self.total_steps, self._length_in_words(),
                      self.run_dir, self.placement.device, self.placement.world_size,
                      f", resumed at step {self.progress.step}" if resumed else "")

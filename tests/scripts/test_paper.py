@@ -102,3 +102,68 @@ def test_every_mini_result_runs_end_to_end(tmp_path):
             assert list(out.glob("accuracy_matrix_*.png"))
     index = (tmp_path / "results" / "README.md").read_text()
     assert all(f"[{name}](paper_mini/{name}/README.md)" in index for name in DEFINITIONS)
+
+
+# ---- figures and generated READMEs ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def drawn_axes(monkeypatch):
+    """The axes of every figure paper.py draws during the test."""
+    drawn, make = [], paper._figure
+
+    def recording(*args):
+        figure, axes = make(*args)
+        drawn.append(axes)
+        return figure, axes
+
+    monkeypatch.setattr(paper, "_figure", recording)
+    return drawn
+
+
+def test_the_curves_band_spans_the_seeds_and_stays_positive_on_a_log_axis(tmp_path, drawn_axes):
+    import json
+
+    finished = []
+    for seed, values in enumerate([(400.0, 10.0), (40.0, 2.0), (4.0, 1.2)]):  # std > mean at every step
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        run_dir.joinpath("metrics.jsonl").write_text(
+            "".join(json.dumps({"step": step, "val_ppl": v}) + "\n" for step, v in zip((10, 20), values)))
+        finished.append({"run_dir": run_dir})
+    row = {"group": ("synthetic_lm", "lstm", "adam"), "fixed": {}, "best": {"finished": finished,
+                                                                           "values": {"optimizer.lr": 0.02}}}
+    note = paper.draw_curves([row], "val_ppl", tmp_path / "curves.png", "t")
+    [axes] = drawn_axes
+    assert axes.get_yscale() == "log"
+    [band] = axes.collections
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (low, high) == (1.2, 400.0)  # lowest and highest seed
+    assert "lowest to the highest seed" in note
+
+
+def test_the_ablation_and_lr_figures_show_accuracy_in_percent_as_their_tables_do(tmp_path, drawn_axes):
+    import make_tables
+
+    kind = next(k for k in make_tables.KINDS if k.validation == "val_acc")
+    runs = [{"summary": {"val_acc": 0.5, "test_acc": 0.4}}, {"summary": {"val_acc": 0.7, "test_acc": 0.6}}]
+    rows = [{"kind": kind, "group": ("synthetic", "small_cnn", "adam_cm"), "fixed": {"optimizer.decay": decay},
+             "best": {"finished": runs}, "candidates": [{"values": {"optimizer.lr": 1e-3}, "finished": runs}]}
+            for decay in (0.5, 0.9)]
+    paper.draw_ablation(rows, "optimizer.decay", tmp_path / "ablation.png", "t")
+    paper.draw_lr_sensitivity(rows, tmp_path / "lr.png", "t")
+    ablation, lr = drawn_axes
+    assert ablation.get_ylabel() == "test_acc (%) at the lr chosen on validation"
+    assert list(ablation.lines[0].get_ydata()) == pytest.approx([50.0, 50.0])
+    assert "test_acc (%)" in lr.get_ylabel()
+    assert sorted(lr.lines[0].get_ydata()) == pytest.approx([50.0])  # test, solid
+    assert sorted(lr.lines[1].get_ydata()) == pytest.approx([60.0])  # validation, dashed
+
+
+def test_a_generated_readme_links_only_the_files_it_wrote(tmp_path):
+    (tmp_path / "table.md").write_text("<!-- x -->\n| a |\n")
+    (tmp_path / "runs.csv").write_text("a\n")
+    paper.write_result_readme("overhead", {"title": "Overhead"}, True, tmp_path, [])
+    readme = (tmp_path / "README.md").read_text()
+    assert "[runs.csv](runs.csv)" in readme and "selection.csv" not in readme
+    assert "run all" not in readme and "`python scripts/paper.py run overhead --mini" in readme

@@ -132,7 +132,9 @@ def collect(name: str, definition: dict, mini: bool) -> Path:
         if kind == "ablation":
             notes.append(draw_ablation(rows, definition["ablate"], out / "ablation.png", title))
         notes += copy_accuracy_matrices(rows, out)
-    finished = [r for r in map(collect_results.load_run, collect_results.find_runs([source])) if r is not None]
+    # Loaded (and warned about) once already, by make_tables or write_overhead.
+    finished = [r for r in (collect_results.load_run(d, warn=False) for d in collect_results.find_runs([source]))
+                if r is not None]
     if finished:  # every finished run, one row each
         collect_results.write_csv(finished, collect_results.varying_settings(finished), out / "runs.csv")
     write_result_readme(name, definition, mini, out, notes)

@@ -299,8 +299,7 @@ class Trainer:
             f"{self._advice()}")
 
     def _advice(self) -> str:
-        fix = (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
-               "(trainer.grad_clip=1.0).")
+        fix = f"{self._lower_lr()} or clip gradients (trainer.grad_clip=1.0)."
         if not hasattr(self, "saved_step"):
             return f"{fix} No checkpoint was written yet; {METRICS_NAME} is kept."
         # The checkpoint holds this config: a rerun with a change would be refused in this folder.
@@ -523,8 +522,12 @@ class Trainer:
             return []
         which = "first step's of the last stage" if len(self.stages) > 1 else "first step's"
         return [f"The final training loss ({final:.4g}) is above the {which} ({first:.4g}): the run diverged "
-                f"or did not learn. Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip "
-                "gradients (trainer.grad_clip=1.0), in a folder of its own (run_name=<new name>)."]
+                f"or did not learn. {self._lower_lr()} or clip gradients (trainer.grad_clip=1.0), in a folder of "
+                "its own (run_name=<new name>)."]
+
+    def _lower_lr(self) -> str:
+        lr = self.cfg.optimizer.lr
+        return f"Lower the learning rate (now {lr:g}), e.g. to a tenth: optimizer.lr={lr / 10:g},"
 
     def _wall_time_s(self) -> float:
         return self.wall_time_before_s + time.perf_counter() - self.started

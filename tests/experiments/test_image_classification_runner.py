@@ -96,7 +96,8 @@ def test_a_diverging_run_stops_with_the_step_and_a_fix_and_keeps_what_it_wrote(t
                    "trainer.checkpoint_interval=1", f"runs_dir={tmp_path}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     message = done.stderr[done.stderr.index("Error: "):]
-    assert "Lower the learning rate (optimizer.lr=1000000.0) or clip gradients (trainer.grad_clip=1.0)" in message
+    assert ("Lower the learning rate (now 1e+06), e.g. to a tenth: optimizer.lr=100000, or clip gradients "
+            "(trainer.grad_clip=1.0)") in message
     bad_step = int(message.split(" at step ")[1].split(" ")[0])
     assert bad_step > 1  # so something was written before it
     run_dir = Path(tmp_path) / "smoke" / "synthetic_small_cnn_sgd_seed0"

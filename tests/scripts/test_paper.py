@@ -167,3 +167,20 @@ def test_a_generated_readme_links_only_the_files_it_wrote(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "[runs.csv](runs.csv)" in readme and "selection.csv" not in readme
     assert "run all" not in readme and "`python scripts/paper.py run overhead --mini" in readme
+
+
+def test_collect_prints_each_runs_warning_once(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr(paper, "OUTPUT", tmp_path)
+    definition = {"title": "T", "kind": "table", "tune": ["optimizer.lr"]}
+    for seed in (0, 1):
+        run_dir = paper.runs_dir("t", mini=True) / "0" / f"seed={seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(f"seed: {seed}\ndataset:\n  name: synthetic\nmodel:\n  name: small_cnn\n"
+                                             "optimizer:\n  name: adam\n  lr: 0.001\n")
+        (run_dir / "summary.json").write_text(json.dumps({"status": "finished", "val_acc": 0.5, "test_acc": 0.5,
+                                                          "warnings": [f"loss rose in seed {seed}"]}))
+    paper.collect("t", definition, mini=True)
+    err = capsys.readouterr().err
+    assert err.count("loss rose in seed 0") == 1 and err.count("loss rose in seed 1") == 1

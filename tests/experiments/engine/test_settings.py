@@ -176,7 +176,7 @@ def test_a_final_training_loss_above_the_first_is_a_warning(tmp_path, caplog):
     assert result.summary["status"] == "finished"
     [warning] = result.summary["warnings"]
     assert re.match(r"The final training loss \([\d.]+\) is above the first step's \([\d.]+\): the run diverged", warning)
-    assert "optimizer.lr" in warning and warning in caplog.text
+    assert "(now 0.001), e.g. to a tenth: optimizer.lr=0.0001," in warning and warning in caplog.text  # smoke: lr 1e-3
 
 
 def test_a_user_error_is_one_line_on_the_console_and_in_the_log_file(tmp_path, capsys):

@@ -83,6 +83,40 @@ def test_an_unknown_result_is_one_message():
     assert done.returncode == 2 and "unknown result 'cifar11'" in done.stderr and "cifar10" in done.stderr
 
 
+# What "learned" means for a mini result's selected settings: well above chance on its task.
+LEARNED = {"test: test_acc (%)": lambda mean, runs: mean > 50.0,  # 10 classes: chance is 10%
+           "test: test_ppl": lambda mean, runs: mean < 0.8 * min(r["dataset_unigram_ppl"] for r in runs),
+           "average_accuracy (%)": lambda mean, runs: mean > 55.0}  # 2 classes a task: chance is 50%
+
+
+def not_learned(out: Path) -> list[str]:
+    """The table rows of a collected result whose selected setting's test metric is not above chance."""
+    import csv
+
+    lines = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")]
+    if not lines or not (out / "runs.csv").is_file():
+        return []
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    runs = [{k: float(v) for k, v in r.items() if k == "dataset_unigram_ppl" and v}
+            for r in csv.DictReader((out / "runs.csv").open())]
+    bad = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for column, ok in LEARNED.items():
+            if column in header:
+                text = cells[header.index(column)].split(" ± ")[0]
+                if text in ("—", "") or not ok(float(text), runs):
+                    bad.append(line)
+    return bad
+
+
+def test_a_row_at_chance_is_found_not_learned(tmp_path):
+    (tmp_path / "table.md").write_text("| data | optimizer | test: test_acc (%) | seeds |\n|---|---|---|---|\n"
+                                       "| synthetic | adam | 98.00 ± 1.00 | 2 |\n| synthetic | adam_cm | 8.20 ± 0.00 | 2 |\n")
+    (tmp_path / "runs.csv").write_text("run_dir,test_acc\na,0.98\n")
+    assert not_learned(tmp_path) == ["| synthetic | adam_cm | 8.20 ± 0.00 | 2 |"]
+
+
 @pytest.mark.slow
 def test_every_mini_result_runs_end_to_end(tmp_path):
     # About 10 minutes on 2 cores: every definition's mini sweeps, collected, into a folder of the test's own.
@@ -96,6 +130,8 @@ def test_every_mini_result_runs_end_to_end(tmp_path):
         assert readme.startswith(f"# {definition['title']}") and "not the paper's numbers" in readme
         rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
         assert len(rows) >= 2 and all("none: no run finished" not in row for row in rows), name
+        assert not_learned(out) == [], name
+        assert "run all" not in readme and f"paper.py run {name} --mini" in readme
         if definition["kind"] in figures:
             assert (out / figures[definition["kind"]]).stat().st_size > 10_000
         if name.startswith("online_"):

@@ -295,7 +295,7 @@ class Trainer:
         at = int(bad[0])
         step, stage, epoch = window.positions[at]
         raise NonFiniteLossError(
-            f"The training loss is {float(losses[at])} at step {step} (stage {stage}, epoch {epoch}). "
+            f"The training loss is {float(losses[at])} at step {step} ({self._where(stage, epoch)}). "
             f"{self._advice()}")
 
     def _advice(self) -> str:
@@ -420,15 +420,21 @@ class Trainer:
     # ---- outputs ----------------------------------------------------------------------------------
 
     def _log(self, line: dict[str, Any], stage: int, epoch: int) -> None:
-        position = {"step": self.progress.step, "epoch": epoch}
+        # Epochs and stages are counted from 1 wherever a user reads them (console, metrics.jsonl, errors).
+        position = {"step": self.progress.step, "epoch": epoch + 1}
         if len(self.stages) > 1:
-            position["stage"] = stage
+            position["stage"] = stage + 1
         self.metrics.write({**position, **line})
         self.latest.update(line)
         reported = {k: v for k, v in line.items() if k in REPORTED or self._is_evaluated(k)}
         if self.placement.is_main and any(k != "train_loss" for k in reported):  # an evaluation or flatness
-            where = f"epoch {epoch}" if len(self.stages) == 1 else f"stage {stage}, epoch {epoch}"
-            log.info("step %d/%d (%s): %s", self.progress.step, self.total_steps, where, _numbers(reported))
+            log.info("step %d/%d (%s): %s", self.progress.step, self.total_steps, self._where(stage, epoch),
+                     _numbers(reported))
+
+    def _where(self, stage: int, epoch: int) -> str:
+        """'epoch 2/4' or 'stage 3/5, epoch 1/1' from 0-based positions."""
+        where = f"epoch {epoch + 1}/{self.epochs}"
+        return where if len(self.stages) == 1 else f"stage {stage + 1}/{len(self.stages)}, {where}"
 
     def _is_evaluated(self, key: str) -> bool:
         return any(key.startswith(f"{split}_") for split in self.task.eval_data)

@@ -129,7 +129,7 @@ def test_max_steps_decides_a_one_stage_runs_length_and_epochs_extend(tmp_path, c
     assert result.summary["steps"] == 12
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == list(range(1, 13))
-    assert [(line["step"], line["epoch"]) for line in lines if "test_acc" in line] == [(5, 0), (10, 1), (12, 2)]
+    assert [(line["step"], line["epoch"]) for line in lines if "test_acc" in line] == [(5, 1), (10, 2), (12, 3)]  # from 1
     assert "Training 12 steps (trainer.max_steps=12 decides: 3 epoch(s) of 5 steps, trainer.epochs=1 extended)" in caplog.text
 
 
@@ -154,8 +154,8 @@ def test_each_evaluation_and_the_end_are_one_log_line(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records]
     evaluations = [x for x in lines if x.startswith("step ")]
     accuracy = [line["test_acc"] for line in metrics_lines(tmp_path) if "test_acc" in line]
-    assert evaluations[0].startswith("step 5/10 (epoch 0): train_loss=") and f"test_acc={accuracy[0]:.4g}" in evaluations[0]
-    assert evaluations[1].startswith("step 10/10 (epoch 1): ") and len(evaluations) == 2
+    assert evaluations[0].startswith("step 5/10 (epoch 1/2): train_loss=") and f"test_acc={accuracy[0]:.4g}" in evaluations[0]
+    assert evaluations[1].startswith("step 10/10 (epoch 2/2): ") and len(evaluations) == 2
     assert lines[-1].startswith(f"Finished 10 steps in {tmp_path}: test_loss=")
     assert f"test_acc={result.summary['test_acc']:.4g}" in lines[-1] and result.summary["warnings"] == []
     with caplog.at_level(logging.INFO, logger="experiments.engine.loop"):

@@ -11,6 +11,7 @@ the config (configs/image_classification.yaml).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,7 @@ from torch import nn
 
 from experiments.data.images import build_image_datasets
 from experiments.engine import Task, TrainResult, exit_on_user_error, train
+from experiments.engine.launcher import check_launcher
 from experiments.models.images import build_image_model
 
 
@@ -57,4 +59,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_launcher(sys.argv[1:])
     main()

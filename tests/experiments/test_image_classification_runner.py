@@ -175,8 +175,6 @@ def test_with_a_validation_split_the_summary_reports_test_at_the_best_validation
         best["val_acc"], best["test_acc"], best["step"])
     assert result["final_test_acc"] == evaluations[-1]["test_acc"]
     assert (tmp_path / "best_model.pt").is_file()
-    # The validation split is held out of the 512 training items: 1/8 of each class, rounded.
+    # The validation split is held out of the 512 training items: exactly dataset.val_size of them.
     task = build_task(cfg)
-    labels = task.train_data.dataset.labels
-    expected = sum(int((labels == c).sum() / 8 + 0.5) for c in range(10))
-    assert (len(task.train_data), len(task.eval_data["val"])) == (512 - expected, expected)
+    assert (len(task.train_data), len(task.eval_data["val"])) == (512 - 64, 64)

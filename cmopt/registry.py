@@ -37,26 +37,27 @@ def create_optimizer(name: str, model_or_params: nn.Module | Iterable, *,
     group with weight_decay=0. Names starting with "sam_" wrap the rest in SAM and take `rho` and
     `adaptive` besides the base optimizer's own hyperparameters.
     """
-    if name not in OPTIMIZER_NAMES:
-        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(OPTIMIZER_NAMES)}.")
+    accepted = hyperparameter_names(name)
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ValueError(f"Optimizer {name!r} does not take {', '.join(unknown)}. It takes: {', '.join(accepted)}.")
     use_sam = name.startswith(SAM_PREFIX)
-    base_name = name[len(SAM_PREFIX):] if use_sam else name
-    base_class = BASE_OPTIMIZERS[base_name]
+    base_class = BASE_OPTIMIZERS[name[len(SAM_PREFIX):] if use_sam else name]
     sam_kwargs = {k: hyperparameters.pop(k) for k in SAM_ARGUMENTS if k in hyperparameters} if use_sam else {}
-    _check_hyperparameters(name, base_class, hyperparameters, extra=SAM_ARGUMENTS if use_sam else ())
     params = _parameter_groups(model_or_params, no_decay_bias_and_norm)
     if use_sam:
         return SAM(params, base_class, **sam_kwargs, **hyperparameters)
     return base_class(params, **hyperparameters)
 
 
-def _check_hyperparameters(name: str, cls: type, given: dict[str, Any], extra: tuple[str, ...]) -> None:
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
-    unknown = sorted(set(given) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"Optimizer {name!r} does not take {', '.join(unknown)}. It takes: {', '.join([*accepted, *extra])}."
-        )
+def hyperparameter_names(name: str) -> tuple[str, ...]:
+    """The keyword arguments `create_optimizer(name, ...)` passes on (besides no_decay_bias_and_norm)."""
+    if name not in OPTIMIZER_NAMES:
+        raise ValueError(f"Unknown optimizer {name!r}. Valid names: {', '.join(OPTIMIZER_NAMES)}.")
+    use_sam = name.startswith(SAM_PREFIX)
+    base_class = BASE_OPTIMIZERS[name[len(SAM_PREFIX):] if use_sam else name]
+    accepted = [p for p in inspect.signature(base_class.__init__).parameters if p not in ("self", "params")]
+    return (*accepted, *(SAM_ARGUMENTS if use_sam else ()))
 
 
 def _parameter_groups(model_or_params, no_decay_bias_and_norm: bool):

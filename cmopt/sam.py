@@ -142,7 +142,10 @@ def sam_step(optimizer: SAM, model: nn.Module, compute_loss: Callable[[], torch.
     `compute_loss()` runs the forward pass and returns the loss (no backward). The first pass runs
     under `model.no_sync()`, so each process perturbs with its own gradient (as the SAM paper does);
     the second pass is all-reduced as usual. BatchNorm statistics are updated by the first pass only.
+    Gradients are cleared before the first pass and after the second, so a step neither reads nor
+    leaves behind a gradient: a loop of `sam_step` calls needs no `zero_grad()`.
     """
+    optimizer.zero_grad()
     no_sync = model.no_sync if hasattr(model, "no_sync") else contextlib.nullcontext
     with no_sync():
         loss = compute_loss()
@@ -150,5 +153,5 @@ def sam_step(optimizer: SAM, model: nn.Module, compute_loss: Callable[[], torch.
     optimizer.first_step(zero_grad=True)
     with frozen_norm_statistics(model):
         compute_loss().backward()
-    optimizer.second_step()
+    optimizer.second_step(zero_grad=True)
     return loss.detach()

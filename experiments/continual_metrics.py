@@ -61,8 +61,9 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
-def plot_accuracy_matrix(R: Matrix, task_names: Sequence[str], path: str | Path) -> Path:
-    """A heat-map PNG of R at `path`: rows 'after training', columns 'evaluated on', values in the cells."""
+def plot_accuracy_matrix(R: Matrix, task_names: Sequence[str], path: str | Path, split: str = "test") -> Path:
+    """A heat-map PNG of R at `path`: rows 'after training', columns 'evaluated on', values in the cells;
+    `split` names the split R was measured on."""
     T = check_matrix(R)
     if len(task_names) != T:
         raise ValueError(f"{len(task_names)} task names for a {T}x{T} accuracy matrix; give one per task.")
@@ -78,8 +79,8 @@ def plot_accuracy_matrix(R: Matrix, task_names: Sequence[str], path: str | Path)
     axes.set_yticks(range(T), task_names)
     axes.set_xlabel("evaluated on task")
     axes.set_ylabel("after training task")
-    axes.set_title("Accuracy matrix R[i, j]")
-    figure.colorbar(image, ax=axes, label="accuracy")
+    axes.set_title(f"Accuracy matrix R[i, j] on the {split} split")
+    figure.colorbar(image, ax=axes, label=f"{split} accuracy")
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ the config (configs/image_classification/image_classification.yaml).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from torch import nn
 
 from experiments.data.images import build_image_datasets
 from experiments.engine import Task, TrainResult, run_in_hydra, train
+from experiments.engine.launcher import check_launcher
 from experiments.models import shard_units
 from experiments.models.images import build_image_model
 
@@ -58,4 +60,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_launcher(sys.argv[1:])
     main()

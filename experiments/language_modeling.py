@@ -13,6 +13,7 @@ reports test perplexity on it (test_ppl) and at the end (final_test_ppl).
 
 from __future__ import annotations
 
+import sys
 import math
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from experiments.data.text import build_text_corpus, unigram_perplexity
 from experiments.engine import Task, TrainResult, run_in_hydra, train
+from experiments.engine.launcher import check_launcher
 from experiments.models import shard_units
 from experiments.models.language import build_language_model
 
@@ -63,4 +65,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_launcher(sys.argv[1:])
     main()

@@ -17,6 +17,7 @@ before its update, over the whole stream); accuracy_matrix.png is R's heat-map.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 from experiments.continual_metrics import continual_metrics, plot_accuracy_matrix
 from experiments.data.continual import build_benchmark
 from experiments.engine import Task, TrainResult, run_in_hydra, train
+from experiments.engine.launcher import check_launcher
 from experiments.models import shard_units
 from experiments.models.continual import build_continual_model, mask_logits, task_class_mask
 
@@ -125,4 +127,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_launcher(sys.argv[1:])
     main()

@@ -86,7 +86,7 @@ def number(low: float, high: float | None = None, *, low_open: bool = False, hig
         return above and below
 
     if high is None:
-        described = f"a number {'>' if low_open else '>='} {low:g}"
+        described = f"a finite number {'>' if low_open else '>='} {low:g}"
     else:
         described = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     return _nullable(Valid(ok, described, example), null)

@@ -101,8 +101,9 @@ def is_bookkeeping(key: str) -> bool:
     return any(key == entry or key.startswith(entry + ".") for entry in BOOKKEEPING_KEYS)
 
 
-def load_run(run_dir: Path) -> dict | None:
-    """One run as {"run_dir", "seed", "identity", "settings", "summary"}; None (with a warning) skips it."""
+def load_run(run_dir: Path, warn: bool = True) -> dict | None:
+    """One run as {"run_dir", "seed", "identity", "settings", "summary"}; None (with a warning) skips it.
+    `warn=False`: the run's own warnings are not printed (a caller that loaded it before printed them)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary.get("status") != "finished":
         print(f"warning: skipping {run_dir}: status is {summary.get('status')!r}, not 'finished'",
@@ -111,7 +112,7 @@ def load_run(run_dir: Path) -> dict | None:
     if not (run_dir / "config.yaml").is_file():
         print(f"warning: skipping {run_dir}: no config.yaml next to summary.json", file=sys.stderr)
         return None
-    for warning in summary.get("warnings", []):  # e.g. a diverged run: kept in the table, but said
+    for warning in summary.get("warnings", []) if warn else []:  # e.g. a diverged run: kept in the table, but said
         print(f"warning: {run_dir}: {warning}", file=sys.stderr)
     config = flatten(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
     identity_keys = {key for keys in IDENTITY.values() for key in keys}

@@ -1,6 +1,6 @@
 """Paper-style tables from run folders, with every tuned value chosen on validation, never on test.
 
-    python scripts/make_tables.py RUN_DIR_OR_PARENT... [--out results/tables] [--tune optimizer.lr ...]
+    python scripts/make_tables.py RUN_DIR_OR_PARENT... [--out runs/tables] [--tune optimizer.lr ...]
                                   [--seeds N]
 
 Runs are grouped by data x model x optimizer and by every other setting that differs between them,
@@ -182,8 +182,14 @@ def render(rows: list[dict], tuned: list[str], sources: list[str]) -> str:
         best = row["best"]
         cells = [("" if v is None else str(v)) for v in row["group"]]
         if best is None:
-            cells += ["none: no run finished", "—", *("—" for _ in report),
-                      f"0 of {row['expected']} ({sum(len(c['members']) for c in row['candidates'])} failed)"]
+            members = [m for c in row["candidates"] for m in c["members"]]
+            failed = sum(1 for m in members if m["failed"])
+            problems = [f"{failed} failed"] if failed else []
+            if len(members) > failed:
+                problems.append(f"{len(members) - failed} finished without {kind.validation}")
+            what = f"no run reports {kind.validation}" if failed < len(members) else "no run finished"
+            cells += [f"none: {what}", "—", *("—" for _ in report),
+                      f"0 of {row['expected']} ({', '.join(problems)})"]
         else:
             cells.append(", ".join(f"{v}" for v in best["values"].values()) + ("" if best["complete"] else " *"))
             cells.append(cell([r["summary"][kind.validation] for r in best["finished"]], validation))
@@ -224,13 +230,14 @@ def make_tables(paths: list[Path], out: Path, tuned: list[str], seeds: int | Non
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, or folders above them")
-    parser.add_argument("--out", type=Path, default=Path("results/tables"))
+    parser.add_argument("--out", type=Path, default=Path("runs/tables"),
+                        help="where table.md and selection.csv go (default: runs/tables, beside your runs)")
     parser.add_argument("--tune", nargs="+", default=["optimizer.lr"],
                         help="settings chosen on validation inside each group (default: optimizer.lr)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds each setting should have")
     args = parser.parse_args(argv)
     rows = make_tables(args.paths, args.out, args.tune, args.seeds)
-    print(f"{len(rows)} rows -> {args.out / 'table.md'}, {args.out / 'selection.csv'}")
+    print(f"{len(rows)} rows -> {args.out / 'table.md'}, {args.out / 'selection.csv'} (--out chooses the folder)")
 
 
 if __name__ == "__main__":

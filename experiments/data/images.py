@@ -17,7 +17,7 @@ import torchvision
 from torch.utils.data import Subset
 from torchvision import transforms
 
-from experiments.data.splits import balanced_holdout, labels_of
+from experiments.data.splits import balanced_holdout_of_size, labels_of
 from experiments.data.synthetic import TemplateImages, smooth_patterns
 from experiments.options import check_options
 
@@ -66,7 +66,7 @@ def build_image_datasets(name: str, root: str = "data", *, download: bool = Fals
 
     `root` is the dataset's own folder (e.g. data/cifar10). `download=True` fetches CIFAR when the
     network allows; ImageNet is never downloaded and the synthetic data is generated. `augment=False`
-    gives the train split the test transform. `val_size` > 0 holds out about that many training items,
+    gives the train split the test transform. `val_size` > 0 holds out exactly that many training items,
     the same share of every class, drawn from `val_seed` (fixed, so every run of a sweep shares the split),
     as a validation split without augmentation. `options` are the dataset's own: see its builder below.
     """
@@ -82,9 +82,8 @@ def build_image_datasets(name: str, root: str = "data", *, download: bool = Fals
 
 
 def with_validation(data: ImageDatasets, val_size: int, val_seed: int) -> ImageDatasets:
-    """`data` with about `val_size` training items moved to a validation split (class-balanced, seeded)."""
-    kept, held = balanced_holdout(labels_of(data.train), val_size / len(data.train),
-                                  np.random.default_rng(val_seed))
+    """`data` with exactly `val_size` training items moved to a validation split (class-balanced, seeded)."""
+    kept, held = balanced_holdout_of_size(labels_of(data.train), val_size, np.random.default_rng(val_seed))
     return dataclasses.replace(data, train=Subset(data.train, kept),
                                val=Subset(data.train_unaugmented or data.train, held))
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import cmopt
-from experiments.engine import checkpoint, data, distributed, strategy as strategies
+from experiments.engine import checkpoint, data, distributed, run_record, strategy as strategies
 from experiments.engine.distributed import Placement
 from experiments.engine.evaluation import Measurements, unsharded_copy
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
@@ -43,7 +43,7 @@ from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
 from experiments.engine.state import Progress, TrainingState, Window
 from experiments.engine.task import Task, detach, move_to
-from experiments.options import PLACEMENT_KEYS
+from experiments.options import PLACEMENT_KEYS, check_options
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,17 @@ class TrainResult:
 
 def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: str | Path) -> TrainResult:
     """Train the Task that `build_task(cfg)` returns, in `run_dir`, resuming from its checkpoint if any."""
-    check_settings(cfg)
-    placement = distributed.setup(cfg.trainer.device)
-    try:
-        _make_deterministic(placement.device, cfg.trainer.deterministic_gpu)
-        checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
-        with distributed.local_main_first(placement):  # one download per machine, not one per process
-            task = build_task(cfg)
-        return Trainer(cfg, task, placement, Path(run_dir)).fit()
-    finally:
-        distributed.teardown(placement)
+    with run_record.removed_if_refused(Path(run_dir), cfg):
+        check_settings(cfg)
+        placement = distributed.setup(cfg.trainer.device)
+        try:
+            _make_deterministic(placement.device, cfg.trainer.deterministic_gpu)
+            checkpoint.seed_everything(cfg.seed)  # the same initial weights on every process
+            with distributed.local_main_first(placement):  # one download per machine, not one per process
+                task = build_task(cfg)
+            return Trainer(cfg, task, placement, Path(run_dir)).fit()
+        finally:
+            distributed.teardown(placement)
 
 
 @contextlib.contextmanager
@@ -180,6 +181,7 @@ class Trainer:
         if self.placement.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+            run_record.record_accepted_run(self.cfg, self.run_dir)  # .hydra/ and the log: only for a run it trains
             log.info("Training %d steps (%s) in %s on %s x%d (%s)%s.", self.total_steps, self._length_in_words(),
                      self.run_dir, self.placement.device, self.placement.world_size, self.strategy.name,
                      f", resumed at step {self.state.progress.step}" if resumed else "")
@@ -330,12 +332,11 @@ class Trainer:
         at = int(bad[0])
         step, stage, epoch = window.positions[at]
         raise NonFiniteLossError(
-            f"The training loss is {float(losses[at])} at step {step} (stage {stage}, epoch {epoch}). "
+            f"The training loss is {float(losses[at])} at step {step} ({self._where(stage, epoch)}). "
             f"{self._advice()}")
 
     def _advice(self) -> str:
-        fix = (f"Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip gradients "
-               "(trainer.grad_clip=1.0).")
+        fix = f"{self._lower_lr()} or clip gradients (trainer.grad_clip=1.0)."
         if self.state.saved_step is None:
             return f"{fix} No checkpoint was written yet; {METRICS_NAME} is kept."
         # The checkpoint holds this config: a rerun with a change would be refused in this folder.
@@ -358,17 +359,23 @@ class Trainer:
     # ---- outputs ----------------------------------------------------------------------------------
 
     def _record(self, line: dict[str, Any], stage: int, epoch: int) -> None:
-        position = {"step": self.state.progress.step, "epoch": epoch}
+        # Epochs and stages are counted from 1 wherever a user reads them (console, metrics.jsonl, errors).
+        position = {"step": self.state.progress.step, "epoch": epoch + 1}
         if len(self.stages) > 1:
-            position["stage"] = stage
+            position["stage"] = stage + 1
         self.metrics.write({**position, **line})
         self.state.latest.update(line)
         if any(self._is_evaluated(k) for k in line):
             self.state.evaluations.append({**position, **{k: v for k, v in line.items() if self._is_evaluated(k)}})
         reported = {k: v for k, v in line.items() if k in REPORTED or self._is_evaluated(k)}
         if self.placement.is_main and any(k != "train_loss" for k in reported):  # an evaluation or flatness
-            where = f"epoch {epoch}" if len(self.stages) == 1 else f"stage {stage}, epoch {epoch}"
-            log.info("step %d/%d (%s): %s", self.state.progress.step, self.total_steps, where, _numbers(reported))
+            log.info("step %d/%d (%s): %s", self.state.progress.step, self.total_steps, self._where(stage, epoch),
+                     _numbers(reported))
+
+    def _where(self, stage: int, epoch: int) -> str:
+        """'epoch 2/4' or 'stage 3/5, epoch 1/1' from 0-based positions."""
+        where = f"epoch {epoch + 1}/{self.epochs}"
+        return where if len(self.stages) == 1 else f"stage {stage + 1}/{len(self.stages)}, {where}"
 
     def _is_evaluated(self, key: str) -> bool:
         return any(key.startswith(f"{split}_") for split in self.task.eval_data)
@@ -466,8 +473,12 @@ class Trainer:
             return []
         which = "first step's of the last stage" if len(self.stages) > 1 else "first step's"
         return [f"The final training loss ({final:.4g}) is above the {which} ({first:.4g}): the run diverged "
-                f"or did not learn. Lower the learning rate (optimizer.lr={self.cfg.optimizer.lr}) or clip "
-                "gradients (trainer.grad_clip=1.0), in a folder of its own (run_name=<new name>)."]
+                f"or did not learn. {self._lower_lr()} or clip gradients (trainer.grad_clip=1.0), in a folder of "
+                "its own (run_name=<new name>)."]
+
+    def _lower_lr(self) -> str:
+        lr = self.cfg.optimizer.lr
+        return f"Lower the learning rate (now {lr:g}), e.g. to a tenth: optimizer.lr={lr / 10:g},"
 
     def _wall_time_s(self) -> float:
         return self.state.wall_time_s + time.perf_counter() - self.started
@@ -556,6 +567,7 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
     """cmopt.create_optimizer(name, model, **hyperparameters) from an optimizer config group entry."""
     options = OmegaConf.to_container(optimizer_cfg, resolve=True)
     name = options.pop("name")
+    check_options("Optimizer", name, [*cmopt.registry.hyperparameter_names(name), "no_decay_bias_and_norm"], options)
     hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     return cmopt.create_optimizer(name, model, **hyperparameters)
 

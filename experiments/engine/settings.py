@@ -1,5 +1,5 @@
-"""The engine's settings (configs/common/trainer/default.yaml) and the run's seed: one table of their valid
-values.
+"""The engine's settings (configs/common/trainer/default.yaml), the optimizer's hyperparameters
+(configs/common/optimizer/) and the run's seed: one table each of their valid values.
 
 `check_settings(cfg)` runs before anything else, so a bad value ends in one message naming it, its
 valid values and a fix, instead of a traceback or a run that trains quietly on nonsense.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.engine.strategy import STRATEGIES
 from experiments.options import Valid, boolean, check_values, integer, number, one_of, shown
@@ -44,6 +44,24 @@ TRAINER_SETTINGS = {
     "hessian_trace_samples": integer(0),
 }
 
+# The values cmopt.create_optimizer would take but that cannot train (lr=0), checked here so that the message
+# names the config key (optimizer.lr) and a fix; keys not listed are left to cmopt's own checks.
+OPTIMIZER_SETTINGS = {
+    "lr": number(0, low_open=True, example=1e-3),
+    "weight_decay": number(0, example=0.0),
+    "eps": number(0, low_open=True, example=1e-8),
+    "betas": Valid(lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                   and all(number(0, 1, high_open=True, example=0.9).test(b) for b in v),
+                   "a pair [beta1, beta2] of numbers in [0, 1)", "[0.9,0.999]"),
+    "momentum": number(0, 1, high_open=True, example=0.9),
+    "dampening": number(0, 1, example=0.0),
+    "capacity": integer(0, example=5),
+    "decay": number(0, 1, example=0.7),
+    "rho": number(0, example=0.05),
+    "adaptive": boolean(),
+    "no_decay_bias_and_norm": boolean(),
+}
+
 
 def check_settings(cfg: DictConfig) -> None:
     """Raise ValueError for an unknown trainer setting or the first value outside its valid set."""
@@ -57,3 +75,4 @@ def check_settings(cfg: DictConfig) -> None:
                          f"{', '.join(TRAINER_SETTINGS)} (configs/common/trainer/default.yaml); remove it with "
                          f"~trainer.{unknown[0]} or correct its name.")
     check_values("trainer", TRAINER_SETTINGS, trainer)
+    check_values("optimizer", OPTIMIZER_SETTINGS, OmegaConf.to_container(cfg.optimizer, resolve=True))

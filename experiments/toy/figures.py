@@ -166,7 +166,7 @@ def figure_quadratic(result: dict[str, Any], path: Path) -> None:
     sweep.set_xlabel("condition number κ = L/μ")
     sweep.set_ylabel("spectral radius ρ  (ρ ≥ 1: diverges)")
     sweep.set_title(f"fixed learning rates, momentum {settings['fixed_momentum']}")
-    sweep.legend(fontsize=8)
+    sweep.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)  # below: the curves reach ρ ≈ 1
     fig.suptitle(f"Figure 3. Quadratics: heavy-ball momentum against SGD with critical momenta "
                  f"(C={settings['capacity']}, buffer = the C most recent momenta)")
     _save(fig, path)

@@ -81,3 +81,21 @@ def test_heat_map_png(tmp_path):
             (np.asarray(image.convert("RGB")).astype(int) != pixels).any()
     with pytest.raises(ValueError, match="2 task names for a 3x3"):
         plot_accuracy_matrix(R3, ["a", "b"], tmp_path / "bad.png")
+
+
+def test_the_heat_map_says_which_split_it_shows(tmp_path, monkeypatch):
+    import experiments.continual_metrics as continual_metrics_module
+
+    drawn = []
+
+    class Recorded(continual_metrics_module.Figure):
+        def savefig(self, *args, **kwargs):
+            drawn.append(self)
+            return super().savefig(*args, **kwargs)
+
+    monkeypatch.setattr(continual_metrics_module, "Figure", Recorded)
+    plot_accuracy_matrix(R3, ["cifar10", "mnist", "svhn"], tmp_path / "matrix.png")
+    [figure] = drawn
+    heat, colorbar = figure.axes
+    assert heat.get_title() == "Accuracy matrix R[i, j] on the test split"
+    assert colorbar.get_ylabel() == "test accuracy"

@@ -58,3 +58,12 @@ def test_a_run_that_fails_in_a_sweep_does_not_cancel_the_others(tmp_path):
     finished = [p.parent.name for p in sweep.glob("*/summary.json")]
     assert len(finished) == 1 and "optimizer.lr=0.01" in finished[0]
     assert summary(sweep / finished[0])["status"] == "finished"
+
+
+def test_the_slurm_launcher_without_slurm_is_one_message(tmp_path):
+    done = run_cli("-m", "hydra/launcher=slurm", "experiment=smoke", f"runs_dir={tmp_path}",
+                   extra_env={"PATH": str(tmp_path)})  # no srun or sbatch on it
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: hydra/launcher=slurm submits each run as a SLURM job, but SLURM was not "
+                                  "found on this machine")
+    assert "--launcher print" in done.stderr and list(tmp_path.iterdir()) == []

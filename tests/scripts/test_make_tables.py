@@ -138,3 +138,21 @@ def test_runs_of_different_selects_or_without_one_are_refused(tmp_path):
         done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / runs), "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and message in done.stderr, done.stderr
+
+
+def test_a_finished_run_without_a_validation_split_is_said_to_have_no_validation_metric(tmp_path):
+    write_run(tmp_path / "runs" / "x", optimizer="adam", lr=1e-3, seed=0, summary={"val_acc": 0.5, "test_acc": 0.5})
+    write_run(tmp_path / "runs" / "y", optimizer="sgd", lr=0.1, seed=0, summary={"test_acc": 0.9})  # no val split
+    write_run(tmp_path / "runs" / "z", optimizer="sgd", lr=0.1, seed=1, summary=None)
+    table, _ = make(tmp_path)
+    sgd = table_row(table, "sgd")
+    assert sgd[3] == "none: no run reports val_acc" and sgd[-1] == "0 of 2 (1 failed, 1 finished without val_acc)"
+
+
+def test_without_out_the_tables_go_to_runs_tables_and_the_console_says_where(tmp_path):
+    write_run(tmp_path / "runs" / "x", optimizer="adam", lr=1e-3, seed=0, summary={"val_acc": 0.5, "test_acc": 0.5})
+    done = subprocess.run([sys.executable, str(SCRIPT), "runs"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "tables" / "table.md").is_file() and not (tmp_path / "results").exists()
+    assert "-> runs/tables/table.md, runs/tables/selection.csv" in done.stdout

@@ -42,6 +42,8 @@ def test_every_definition_composes_with_its_runner(name, mini):
         assert all((REPO / "configs" / "common" / "optimizer" / f"{o}.yaml").is_file() for o in grid["optimizer"])
         variants = [first, *({**first, "experiment": value} for value in grid.get("experiment", [])[1:])]
         with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
+            # What Hydra's sweeper composes before any job: the runner's defaults with the keys not swept.
+            compose(runner, overrides=[f"{k}={paper._text(v[0])}" for k, v in grid.items() if len(v) == 1])
             for variant in variants:
                 cfg = compose(runner, overrides=[f"{k}={paper._text(v)}" for k, v in variant.items()])
                 assert cfg.optimizer.name == variant["optimizer"]
@@ -84,6 +86,40 @@ def test_an_unknown_result_is_one_message():
     assert done.returncode == 2 and "unknown result 'cifar11'" in done.stderr and "cifar10" in done.stderr
 
 
+# What "learned" means for a mini result's selected settings: well above chance on its task.
+LEARNED = {"test: test_acc (%)": lambda mean, runs: mean > 50.0,  # 10 classes: chance is 10%
+           "test: test_ppl": lambda mean, runs: mean < 0.8 * min(r["dataset_unigram_ppl"] for r in runs),
+           "average_accuracy (%)": lambda mean, runs: mean > 55.0}  # 2 classes a task: chance is 50%
+
+
+def not_learned(out: Path) -> list[str]:
+    """The table rows of a collected result whose selected setting's test metric is not above chance."""
+    import csv
+
+    lines = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")]
+    if not lines or not (out / "runs.csv").is_file():
+        return []
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    runs = [{k: float(v) for k, v in r.items() if k == "dataset_unigram_ppl" and v}
+            for r in csv.DictReader((out / "runs.csv").open())]
+    bad = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for column, ok in LEARNED.items():
+            if column in header:
+                text = cells[header.index(column)].split(" ± ")[0]
+                if text in ("—", "") or not ok(float(text), runs):
+                    bad.append(line)
+    return bad
+
+
+def test_a_row_at_chance_is_found_not_learned(tmp_path):
+    (tmp_path / "table.md").write_text("| data | optimizer | test: test_acc (%) | seeds |\n|---|---|---|---|\n"
+                                       "| synthetic | adam | 98.00 ± 1.00 | 2 |\n| synthetic | adam_cm | 8.20 ± 0.00 | 2 |\n")
+    (tmp_path / "runs.csv").write_text("run_dir,test_acc\na,0.98\n")
+    assert not_learned(tmp_path) == ["| synthetic | adam_cm | 8.20 ± 0.00 | 2 |"]
+
+
 @pytest.mark.slow
 def test_every_mini_result_runs_end_to_end(tmp_path):
     # About 10 minutes on 2 cores: every definition's mini sweeps, collected, into a folder of the test's own.
@@ -97,9 +133,93 @@ def test_every_mini_result_runs_end_to_end(tmp_path):
         assert readme.startswith(f"# {definition['title']}") and "not the paper's numbers" in readme
         rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
         assert len(rows) >= 2 and all("none: no run finished" not in row for row in rows), name
+        assert not_learned(out) == [], name
+        assert "run all" not in readme and f"paper.py run {name} --mini" in readme
         if definition["kind"] in figures:
             assert (out / figures[definition["kind"]]).stat().st_size > 10_000
         if name.startswith("online_"):
             assert list(out.glob("accuracy_matrix_*.png"))
     index = (tmp_path / "results" / "README.md").read_text()
     assert all(f"[{name}](paper_mini/{name}/README.md)" in index for name in DEFINITIONS)
+
+
+# ---- figures and generated READMEs ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def drawn_axes(monkeypatch):
+    """The axes of every figure paper.py draws during the test."""
+    drawn, make = [], paper._figure
+
+    def recording(*args):
+        figure, axes = make(*args)
+        drawn.append(axes)
+        return figure, axes
+
+    monkeypatch.setattr(paper, "_figure", recording)
+    return drawn
+
+
+def test_the_curves_band_spans_the_seeds_and_stays_positive_on_a_log_axis(tmp_path, drawn_axes):
+    import json
+
+    finished = []
+    for seed, values in enumerate([(400.0, 10.0), (40.0, 2.0), (4.0, 1.2)]):  # std > mean at every step
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        run_dir.joinpath("metrics.jsonl").write_text(
+            "".join(json.dumps({"step": step, "val_ppl": v}) + "\n" for step, v in zip((10, 20), values)))
+        finished.append({"run_dir": run_dir})
+    row = {"group": ("synthetic_lm", "lstm", "adam"), "fixed": {}, "best": {"finished": finished,
+                                                                           "values": {"optimizer.lr": 0.02}}}
+    note = paper.draw_curves([row], "val_ppl", tmp_path / "curves.png", "t")
+    [axes] = drawn_axes
+    assert axes.get_yscale() == "log"
+    [band] = axes.collections
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (low, high) == (1.2, 400.0)  # lowest and highest seed
+    assert "lowest to the highest seed" in note
+
+
+def test_the_ablation_and_lr_figures_show_accuracy_in_percent_as_their_tables_do(tmp_path, drawn_axes):
+    import make_tables
+
+    kind = next(k for k in make_tables.KINDS if k.validation == "val_acc")
+    runs = [{"summary": {"val_acc": 0.5, "test_acc": 0.4}}, {"summary": {"val_acc": 0.7, "test_acc": 0.6}}]
+    rows = [{"kind": kind, "group": ("synthetic", "small_cnn", "adam_cm"), "fixed": {"optimizer.decay": decay},
+             "best": {"finished": runs}, "candidates": [{"values": {"optimizer.lr": 1e-3}, "finished": runs}]}
+            for decay in (0.5, 0.9)]
+    paper.draw_ablation(rows, "optimizer.decay", tmp_path / "ablation.png", "t")
+    paper.draw_lr_sensitivity(rows, tmp_path / "lr.png", "t")
+    ablation, lr = drawn_axes
+    assert ablation.get_ylabel() == "test_acc (%) at the lr chosen on validation"
+    assert list(ablation.lines[0].get_ydata()) == pytest.approx([50.0, 50.0])
+    assert "test_acc (%)" in lr.get_ylabel()
+    assert sorted(lr.lines[0].get_ydata()) == pytest.approx([50.0])  # test, solid
+    assert sorted(lr.lines[1].get_ydata()) == pytest.approx([60.0])  # validation, dashed
+
+
+def test_a_generated_readme_links_only_the_files_it_wrote(tmp_path):
+    (tmp_path / "table.md").write_text("<!-- x -->\n| a |\n")
+    (tmp_path / "runs.csv").write_text("a\n")
+    paper.write_result_readme("overhead", {"title": "Overhead"}, True, tmp_path, [])
+    readme = (tmp_path / "README.md").read_text()
+    assert "[runs.csv](runs.csv)" in readme and "selection.csv" not in readme
+    assert "run all" not in readme and "`python scripts/paper.py run overhead --mini" in readme
+
+
+def test_collect_prints_each_runs_warning_once(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr(paper, "OUTPUT", tmp_path)
+    definition = {"title": "T", "kind": "table", "tune": ["optimizer.lr"]}
+    for seed in (0, 1):
+        run_dir = paper.runs_dir("t", mini=True) / "0" / f"seed={seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(f"seed: {seed}\ndataset:\n  name: synthetic\nmodel:\n  name: small_cnn\n"
+                                             "optimizer:\n  name: adam\n  lr: 0.001\n")
+        (run_dir / "summary.json").write_text(json.dumps({"status": "finished", "val_acc": 0.5, "test_acc": 0.5,
+                                                          "warnings": [f"loss rose in seed {seed}"]}))
+    paper.collect("t", definition, mini=True)
+    err = capsys.readouterr().err
+    assert err.count("loss rose in seed 0") == 1 and err.count("loss rose in seed 1") == 1

@@ -212,11 +212,28 @@ def test_the_validation_split_is_a_class_balanced_seeded_holdout_of_train_withou
     labels = np.array([whole.train[i][1] for i in range(len(whole.train))])
     kept, held = data.train.indices, data.val.indices
     assert sorted([*kept, *held]) == list(range(10)) and not set(kept) & set(held)
-    for c in np.unique(labels):  # floor(n_c / 2 + 1/2) of each class
-        assert (labels[held] == c).sum() == int((labels == c).sum() * 0.5 + 0.5)
+    assert len(held) == 5  # exactly dataset.val_size
+    for c in np.unique(labels):  # each class's share 5 * n_c / 10, rounded down or (largest remainders) up
+        assert abs((labels[held] == c).sum() - (labels == c).sum() / 2) < 1
     for k, index in enumerate(held):  # not augmented: the plain image, every time
         torch.testing.assert_close(data.val[k][0], whole.train[index][0], atol=0, rtol=0)
     again = build_image_datasets("cifar10", root=str(tmp_path), val_size=5, val_seed=7)
     assert list(again.val.indices) == list(held)  # the same split on every run of a sweep
     with pytest.raises(ValueError, match=r"dataset.val_size=10 must be an integer from 0"):
         build_image_datasets("cifar10", root=str(tmp_path), val_size=10)
+
+
+def test_val_size_holds_out_exactly_that_many_items_in_class_shares():
+    from experiments.data.splits import balanced_holdout_of_size
+
+    labels = np.array([0] * 5 + [1] * 3 + [2] * 2)  # shares of 5: 2.5, 1.5, 1.0 -> 2, 1, 1 and one left over
+    kept, held = balanced_holdout_of_size(labels, 5, np.random.default_rng(0))
+    assert [int((labels[held] == c).sum()) for c in (0, 1, 2)] == [3, 1, 1]  # the tie 0.5/0.5 goes to class 0
+    assert sorted([*kept, *held]) == list(range(10))
+    # The synthetic set with dataset.val_size=128 (the README's Optuna command): 128 held out, not 131.
+    data = build_image_datasets("synthetic", val_size=128)
+    labels = np.array([data.train.dataset[i][1] for i in range(len(data.train.dataset))])
+    held = np.asarray(data.val.indices)
+    assert len(held) == 128 and len(data.train) == len(labels) - 128
+    counts = np.bincount(labels)
+    assert all(abs((labels[held] == c).sum() - 128 * counts[c] / len(labels)) < 1 for c in range(len(counts)))

@@ -24,7 +24,7 @@ def linear_task(cfg, train_size: int = 40) -> Task:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 is not valid: it must be null (no clipping) or a number > 0. "
+    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1 is not valid: it must be null (no clipping) or a finite number > 0. "
                                "Set it to one, e.g. trainer.grad_clip=1.0"),
     (["trainer.grad_clip=0"], "trainer.grad_clip=0 is not valid"),
     (["trainer.grad_clip=inf"], "trainer.grad_clip=inf is not valid"),  # no clipping is null, not infinity
@@ -46,7 +46,33 @@ def linear_task(cfg, train_size: int = 40) -> Task:
     (["trainer.compile=yes"], "trainer.compile=yes is not valid: it must be one of none, optimizer, model, both"),
     (["trainer.shuffle=maybe"], "trainer.shuffle=maybe is not valid: it must be true or false"),
     (["+trainer.max_step=5"], "trainer.max_step is not a setting of the engine. Its settings: device,"),
+    (["trainer.grad_clip=inf"], "trainer.grad_clip=inf is not valid"),
     (["seed=abc"], "seed=abc is not valid: it must be an integer. Set it to one, e.g. seed=0"),
+    (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001 is not valid: it must be a finite number > 0. "
+                             "Set it to one, e.g. optimizer.lr=0.001."),
+    (["optimizer.lr=0"], "optimizer.lr=0 is not valid: it must be a finite number > 0"),  # a run that cannot learn
+    (["optimizer.lr=abc"], "optimizer.lr=abc is not valid: it must be a finite number > 0"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan is not valid: it must be a finite number > 0"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf is not valid: it must be a finite number > 0"),
+    (["optimizer.lr=true"], "optimizer.lr=true is not valid"),
+    (["optimizer.decay=1.5"], "optimizer.decay=1.5 is not valid: it must be a number in [0, 1]. "
+                              "Set it to one, e.g. optimizer.decay=0.7."),
+    (["optimizer.capacity=-1"], "optimizer.capacity=-1 is not valid: it must be an integer >= 0. "
+                                "Set it to one, e.g. optimizer.capacity=5."),
+    (["optimizer.capacity=2.5"], "optimizer.capacity=2.5 is not valid"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 is not valid: it must be a finite number >= 0"),
+    (["optimizer.eps=0"], "optimizer.eps=0 is not valid: it must be a finite number > 0"),
+    (["optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0] is not valid: it must be a pair [beta1, beta2] "
+                                    "of numbers in [0, 1). Set it to one, e.g. optimizer.betas=[0.9,0.999]."),
+    (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is not valid"),
+    (["optimizer=sgd", "optimizer.momentum=1.2"], "optimizer.momentum=1.2 is not valid: it must be a number in [0, 1)"),
+    (["optimizer=sgd", "optimizer.dampening=-1"], "optimizer.dampening=-1 is not valid: it must be a number in [0, 1]"),
+    (["optimizer=sam_adam_cm", "optimizer.rho=-0.05"], "optimizer.rho=-0.05 is not valid: it must be a finite number >= 0"),
+    (["+optimizer.foo=1"], "Optimizer 'adam_cm' does not take option(s) foo. It takes: lr, betas, eps, weight_decay, "
+                           "capacity, decay, buffer_dtype, foreach, capturable, no_decay_bias_and_norm. If you did "
+                           "not set it, an experiment file written for another optimizer did: choose that "
+                           "experiment's optimizer, or drop it with ~optimizer.foo."),
+    (["optimizer=sam_adam_cm", "optimizer.adaptive=yes"], "optimizer.adaptive=yes is not valid: it must be true or false"),
     (["scheduler=step", "scheduler.milestones=[60,120,160]"],
      "scheduler.milestones=[60, 120, 160] is not valid: it must be a list of increasing fractions of the run's "
      "steps in (0, 1], not epochs"),
@@ -73,7 +99,8 @@ def test_values_at_the_edges_of_their_ranges_train(tmp_path):
     train(compose_config("scheduler=step", "scheduler.milestones=[1.0]", "scheduler.gamma=1", "trainer.grad_clip=1e-3",
                          "trainer.eval_batch_size=1", "trainer.flatness_interval=0", "trainer.max_steps=2", *QUIET),
           linear_task, tmp_path / "step")
-    train(compose_config("scheduler.min_lr_ratio=1", "scheduler.warmup_steps=0", "trainer.max_steps=2", *QUIET),
+    train(compose_config("scheduler.min_lr_ratio=1", "scheduler.warmup_steps=0", "trainer.max_steps=2", *QUIET,
+                         "optimizer.lr=1e-12", "optimizer.capacity=0", "optimizer.decay=1.0", "optimizer.weight_decay=0"),
           linear_task, tmp_path / "cosine")
 
 
@@ -101,7 +128,7 @@ def test_max_steps_decides_a_one_stage_runs_length_and_epochs_extend(tmp_path, c
     assert result.summary["steps"] == 12
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == list(range(1, 13))
-    assert [(line["step"], line["epoch"]) for line in lines if "test_acc" in line] == [(5, 0), (10, 1), (12, 2)]
+    assert [(line["step"], line["epoch"]) for line in lines if "test_acc" in line] == [(5, 1), (10, 2), (12, 3)]  # from 1
     assert "Training 12 steps (trainer.max_steps=12 decides: 3 epoch(s) of 5 steps, trainer.epochs=1 extended)" in caplog.text
 
 
@@ -126,8 +153,8 @@ def test_each_evaluation_and_the_end_are_one_log_line(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records]
     evaluations = [x for x in lines if x.startswith("step ")]
     accuracy = [line["test_acc"] for line in metrics_lines(tmp_path) if "test_acc" in line]
-    assert evaluations[0].startswith("step 5/10 (epoch 0): train_loss=") and f"test_acc={accuracy[0]:.4g}" in evaluations[0]
-    assert evaluations[1].startswith("step 10/10 (epoch 1): ") and len(evaluations) == 2
+    assert evaluations[0].startswith("step 5/10 (epoch 1/2): train_loss=") and f"test_acc={accuracy[0]:.4g}" in evaluations[0]
+    assert evaluations[1].startswith("step 10/10 (epoch 2/2): ") and len(evaluations) == 2
     assert lines[-1].startswith(f"Finished 10 steps in {tmp_path}: test_loss=")
     assert f"test_acc={result.summary['test_acc']:.4g}" in lines[-1] and result.summary["warnings"] == []
     with caplog.at_level(logging.INFO, logger="experiments.engine.loop"):
@@ -148,7 +175,7 @@ def test_a_final_training_loss_above_the_first_is_a_warning(tmp_path, caplog):
     assert result.summary["status"] == "finished"
     [warning] = result.summary["warnings"]
     assert re.match(r"The final training loss \([\d.]+\) is above the first step's \([\d.]+\): the run diverged", warning)
-    assert "optimizer.lr" in warning and warning in caplog.text
+    assert "(now 0.001), e.g. to a tenth: optimizer.lr=0.0001," in warning and warning in caplog.text  # smoke: lr 1e-3
 
 
 def test_a_user_error_is_one_line_on_the_console_and_in_the_log_file(tmp_path, capsys):

@@ -567,7 +567,9 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
     """cmopt.create_optimizer(name, model, **hyperparameters) from an optimizer config group entry."""
     options = OmegaConf.to_container(optimizer_cfg, resolve=True)
     name = options.pop("name")
-    check_options("Optimizer", name, [*cmopt.registry.hyperparameter_names(name), "no_decay_bias_and_norm"], options)
+    # priority_group takes a process group (ZeroRedundancyOptimizer's), which no config holds.
+    settable = [k for k in cmopt.registry.hyperparameter_names(name) if k != "priority_group"]
+    check_options("Optimizer", name, [*settable, "no_decay_bias_and_norm"], options)
     hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     return cmopt.create_optimizer(name, model, **hyperparameters)
 

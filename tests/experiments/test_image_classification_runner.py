@@ -136,8 +136,8 @@ def test_a_refused_resume_leaves_the_run_folder_byte_identical(tmp_path):
     assert "output_dir: " + str(run_dir) in (run_dir / ".hydra" / "hydra.yaml").read_text()
     assert "Finished 5 steps" in (run_dir / "image_classification.log").read_text()
     before = _file_hashes(run_dir)
-    assert {"checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml", "image_classification.log",
-            ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"} <= set(before)
+    assert {"checkpoint/trainer.pt", "checkpoint/.metadata", "metrics.jsonl", "summary.json", "config.yaml",
+            "image_classification.log", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"} <= set(before)
     refused = run_cli("experiment=smoke", "trainer.max_steps=8", f"runs_dir={tmp_path}")
     assert refused.returncode == 1 and "holds a run with a different config" in refused.stderr
     assert _file_hashes(run_dir) == before

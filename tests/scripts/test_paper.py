@@ -184,7 +184,7 @@ def test_the_curves_band_spans_the_seeds_and_stays_positive_on_a_log_axis(tmp_pa
 def test_the_ablation_and_lr_figures_show_accuracy_in_percent_as_their_tables_do(tmp_path, drawn_axes):
     import make_tables
 
-    kind = next(k for k in make_tables.KINDS if k.validation == "val_acc")
+    kind = make_tables.Selection("image classification", "val_acc", True, ("test_acc", "top_hessian_eigenvalue"))
     runs = [{"summary": {"val_acc": 0.5, "test_acc": 0.4}}, {"summary": {"val_acc": 0.7, "test_acc": 0.6}}]
     rows = [{"kind": kind, "group": ("synthetic", "small_cnn", "adam_cm"), "fixed": {"optimizer.decay": decay},
              "best": {"finished": runs}, "candidates": [{"values": {"optimizer.lr": 1e-3}, "finished": runs}]}
@@ -217,7 +217,7 @@ def test_collect_prints_each_runs_warning_once(tmp_path, monkeypatch, capsys):
         run_dir = paper.runs_dir("t", mini=True) / "0" / f"seed={seed}"
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(f"seed: {seed}\ndataset:\n  name: synthetic\nmodel:\n  name: small_cnn\n"
-                                             "optimizer:\n  name: adam\n  lr: 0.001\n")
+                                             "optimizer:\n  name: adam\n  lr: 0.001\nselect:\n  metric: val_acc\n  mode: max\n")
         (run_dir / "summary.json").write_text(json.dumps({"status": "finished", "val_acc": 0.5, "test_acc": 0.5,
                                                           "warnings": [f"loss rose in seed {seed}"]}))
     paper.collect("t", definition, mini=True)

@@ -24,6 +24,7 @@ from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.engine.launcher import check_launcher
 from experiments.models import shard_units
 from experiments.models.images import build_image_model
+from experiments.options import UserError
 
 
 def classification_forward(model: nn.Module, batch) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
@@ -39,7 +40,7 @@ def build_task(cfg: DictConfig) -> Task:
     model = build_image_model(**cfg.model, num_classes=data.num_classes)
     if data.val is None:
         if cfg.get("optimized_metric"):  # a search would train every trial for nothing
-            raise ValueError(f"optimized_metric={cfg.optimized_metric} is measured on a validation split, and "
+            raise UserError(f"optimized_metric={cfg.optimized_metric} is measured on a validation split, and "
                              "dataset.val_size=0 holds none out. Set e.g. dataset.val_size=5000 (CIFAR) or "
                              "dataset.val_size=512 (synthetic).")
         return Task(model=model, shard_units=shard_units(model), train_data=data.train, eval_data={"test": data.test},

@@ -33,6 +33,7 @@ from experiments.engine import Task, TrainResult, run_in_hydra, train
 from experiments.engine.launcher import check_launcher
 from experiments.models import shard_units
 from experiments.models.continual import build_continual_model, mask_logits, task_class_mask
+from experiments.options import UserError
 
 SCENARIOS = ("task_incremental", "class_incremental")
 HEATMAP_NAME = "accuracy_matrix.png"
@@ -55,10 +56,10 @@ def split_name(task: int, split: str) -> str:
 
 def build_task(cfg: DictConfig) -> Task:
     if cfg.scenario not in SCENARIOS:
-        raise ValueError(f"scenario={cfg.scenario!r}; valid: {', '.join(SCENARIOS)} "
+        raise UserError(f"scenario={cfg.scenario!r}; valid: {', '.join(SCENARIOS)} "
                          "(task_incremental masks each task's logits, class_incremental uses one head).")
     if cfg.get("optimized_metric") and cfg.benchmark.val_fraction == 0:  # a search would train for nothing
-        raise ValueError(f"optimized_metric={cfg.optimized_metric} is measured on each task's validation "
+        raise UserError(f"optimized_metric={cfg.optimized_metric} is measured on each task's validation "
                          "hold-out, and benchmark.val_fraction=0 keeps none. Set e.g. benchmark.val_fraction=0.1.")
     benchmark = build_benchmark(**cfg.benchmark)
     model = build_continual_model(**cfg.model, num_classes=benchmark.num_classes,

@@ -45,13 +45,20 @@ def check_options(kind: str, name: str, builder: Callable | Iterable[str], optio
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         group = kind.lower()
-        raise ValueError(f"{kind} {name!r} does not take option(s) {', '.join(unknown)}. "
+        raise UserError(f"{kind} {name!r} does not take option(s) {', '.join(unknown)}. "
                          f"It takes: {', '.join(accepted) or 'no options'}"
                          + (f" (besides {', '.join(common)})." if common else ".")
                          + f" If you did not set {'it' if len(unknown) == 1 else 'them'}, an experiment file "
                            f"written for another {group} did: choose that experiment's {group}, or drop "
                            f"{'it' if len(unknown) == 1 else 'them'} with "
                            + " ".join(f"~{group}.{option}" for option in unknown) + ".")
+
+
+class UserError(ValueError):
+    """A value, a file or a resume the user can fix: a runner prints its message alone and exits 1.
+
+    Raised by the checks of settings, data, models and resumes (and only those): any other exception,
+    a ValueError from inside torch included, is a bug and keeps its traceback."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ def check_values(prefix: str, table: Mapping[str, Valid], values: Mapping[str, A
     """Raise ValueError for the first value outside its valid set: the value, the valid ones and a fix."""
     for name, valid in table.items():
         if name in values and not valid.test(values[name]):
-            raise ValueError(f"{prefix}.{name}={shown(values[name])} is not valid: it must be {valid.described}. "
+            raise UserError(f"{prefix}.{name}={shown(values[name])} is not valid: it must be {valid.described}. "
                              f"Set it to one, e.g. {prefix}.{name}={shown(valid.example)}.")
 
 

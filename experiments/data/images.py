@@ -19,7 +19,7 @@ from torchvision import transforms
 
 from experiments.data.splits import balanced_holdout_of_size, labels_of
 from experiments.data.synthetic import TemplateImages, smooth_patterns
-from experiments.options import check_options
+from experiments.options import UserError, check_options
 
 
 # Per-channel mean and std of the training sets (CIFAR's is the per-pixel std, not the often-copied 0.2023).
@@ -43,7 +43,7 @@ class ImageDatasets:
     val: torch.utils.data.Dataset | None = None  # a class-balanced hold-out of train, not augmented
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset's files are not where the builder looked; the message names the expected layout."""
 
 
@@ -71,12 +71,12 @@ def build_image_datasets(name: str, root: str = "data", *, download: bool = Fals
     as a validation split without augmentation. `options` are the dataset's own: see its builder below.
     """
     if name not in BUILDERS:
-        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(IMAGE_DATASET_NAMES)}.")
+        raise UserError(f"Unknown dataset {name!r}. Valid names: {', '.join(IMAGE_DATASET_NAMES)}.")
     builder = BUILDERS[name]
     check_options("Dataset", name, builder, options, given_apart=COMMON_ARGUMENTS, common=COMMON_ARGUMENTS[1:])
     data = builder(name, Path(root), download, augment, **options)
     if not isinstance(val_size, int) or isinstance(val_size, bool) or not 0 <= val_size < len(data.train):
-        raise ValueError(f"dataset.val_size={val_size!r} must be an integer from 0 (no validation split) to "
+        raise UserError(f"dataset.val_size={val_size!r} must be an integer from 0 (no validation split) to "
                          f"below the {len(data.train)} training items, e.g. dataset.val_size=5000 for CIFAR.")
     return with_validation(data, val_size, val_seed) if val_size else data
 
@@ -128,7 +128,7 @@ def cifar_layout_message(name: str, root: Path, download: bool, error: Exception
 def imagenet(name: str, root: Path, download: bool, augment: bool, image_size: int = 224) -> ImageDatasets:
     """ImageNet from class folders: root/train/<class>/*.JPEG and root/val/<class>/*, same classes in both."""
     if download:
-        raise ValueError("ImageNet cannot be downloaded here (its licence needs an account at "
+        raise UserError("ImageNet cannot be downloaded here (its licence needs an account at "
                          "image-net.org). Set dataset.download=false and place the train/ and val/ class "
                          f"folders under {root}.")
     normalize = transforms.Normalize(*IMAGENET_MEAN_STD)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from experiments.data.images import DatasetNotFoundError
-from experiments.options import check_options
+from experiments.options import UserError, check_options
 
 SPLITS = ("train", "valid", "test")
 EOS, UNK = "<eos>", "<unk>"
@@ -44,12 +44,12 @@ class TokenStream:
     def batches(self, batch_size: int, rank: int, world_size: int) -> "Windows":
         steps = len(self.ids) // batch_size  # tokens per column
         if steps < 2:
-            raise ValueError(
+            raise UserError(
                 f"A batch of {batch_size} columns is too large for the {self.split} split of {len(self.ids)} "
                 f"tokens: each column would hold {steps} token(s), and a window needs at least 2. Lower "
                 f"trainer.batch_size (training) or trainer.eval_batch_size (evaluation).")
         if batch_size < world_size:
-            raise ValueError(f"trainer.eval_batch_size={batch_size} gives some of the {world_size} processes no "
+            raise UserError(f"trainer.eval_batch_size={batch_size} gives some of the {world_size} processes no "
                              f"column of the {self.split} split; use at least {world_size}.")
         columns = self.ids[: steps * batch_size].view(batch_size, steps).t()  # column j: a contiguous piece
         share = np.array_split(np.arange(batch_size), world_size)[rank]
@@ -95,10 +95,10 @@ def build_text_corpus(name: str, root: str = "data", *, download: bool = False, 
     through the `datasets` library when the network allows; `text` reads a folder of your own files.
     """
     if name not in BUILDERS:
-        raise ValueError(f"Unknown dataset {name!r}. Valid names for language modelling: "
+        raise UserError(f"Unknown dataset {name!r}. Valid names for language modelling: "
                          f"{', '.join(TEXT_DATASET_NAMES)}.")
     if not isinstance(bptt, int) or isinstance(bptt, bool) or bptt < 1:
-        raise ValueError(f"bptt={bptt!r} must be a positive integer: the tokens per window of truncated "
+        raise UserError(f"bptt={bptt!r} must be a positive integer: the tokens per window of truncated "
                          f"backpropagation through time (the classic value is 35), e.g. bptt=35.")
     builder = BUILDERS[name]
     check_options("Dataset", name, builder, options, given_apart=COMMON_ARGUMENTS, common=COMMON_ARGUMENTS[1:])
@@ -119,7 +119,7 @@ def corpus_from_lines(lines: dict[str, Iterable[str]], bptt: int, source: str) -
             for word in [*line.split(), EOS]:
                 if word not in index:
                     if UNK not in index:
-                        raise ValueError(
+                        raise UserError(
                             f"{source}: the {split} split has the word {word!r} (line {number}), which the "
                             f"training split lacks, and the vocabulary has no {UNK} to map it to. Add {UNK} "
                             f"to the training text or use a corpus whose splits share one vocabulary.")
@@ -174,7 +174,7 @@ def text(name: str, root: Path, download: bool, bptt: int, files: dict[str, str]
     the `datasets` library's "text" builder (one example per line)."""
     files = dict(files or {s: f"{s}.txt" for s in SPLITS})
     if set(files) != set(SPLITS):
-        raise ValueError(f"dataset.files={files} must name exactly the splits {', '.join(SPLITS)}.")
+        raise UserError(f"dataset.files={files} must name exactly the splits {', '.join(SPLITS)}.")
     missing = [f for f in files.values() if not (root / f).is_file()]
     if missing:
         raise DatasetNotFoundError(f"text: no {', '.join(missing)} in {root}. Put one text file per split there "
@@ -207,9 +207,9 @@ def synthetic_lm(name: str, root: Path, download: bool, bptt: int, vocab_size: i
     for key, value, low in (("vocab_size", vocab_size, 2), ("successors", successors, 1),
                             ("train_tokens", train_tokens, 2), ("eval_tokens", eval_tokens, 2)):
         if not isinstance(value, int) or value < low:
-            raise ValueError(f"dataset.{key}={value!r} must be an integer >= {low}.")
+            raise UserError(f"dataset.{key}={value!r} must be an integer >= {low}.")
     if successors > vocab_size:
-        raise ValueError(f"dataset.successors={successors} must be at most dataset.vocab_size={vocab_size}.")
+        raise UserError(f"dataset.successors={successors} must be at most dataset.vocab_size={vocab_size}.")
     transitions, stationary = markov_chain(vocab_size, successors, seed)
     rng = np.random.default_rng(seed + 1)
     streams = [sample_chain(transitions, stationary, n, rng) for n in (train_tokens, eval_tokens, eval_tokens)]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from experiments.options import UserError
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def setup(device: str | None = None) -> Placement:
     if device == "cuda":
         device = f"cuda:{local_rank}"  # one GPU per process
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={device!r}, but this machine has no usable CUDA GPU. "
+        raise UserError(f"trainer.device={device!r}, but this machine has no usable CUDA GPU. "
                          "Use trainer.device=cpu, or trainer.device=null to pick CUDA only when present.")
     starts = world_size > 1 and not dist.is_initialized()  # a caller's own process group is used as it is
     placement = Placement(torch.device(device), rank, world_size, local_rank, owns_group=starts)

@@ -43,7 +43,7 @@ from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
 from experiments.engine.state import Progress, TrainingState, Window
 from experiments.engine.task import Task, detach, move_to
-from experiments.options import PLACEMENT_KEYS, check_options
+from experiments.options import PLACEMENT_KEYS, UserError, check_options
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def train(cfg: DictConfig, build_task: Callable[[DictConfig], Task], run_dir: st
 
 @contextlib.contextmanager
 def exit_on_user_error():
-    """Errors a user can fix (bad config, missing data, diverged loss) end in one message and exit code 1.
+    """Errors a user can fix (UserError: a bad setting, missing data, a refused resume; a diverged loss) end
+    in one message and exit code 1. Any other exception is a bug, ours or torch's, and keeps its traceback.
 
     HYDRA_FULL_ERROR=1 shows the traceback instead, as Hydra does for its own errors. Either way, and for
     any other error or an interrupt, the run's log file says how the run ended. In a multirun the error
@@ -84,7 +85,7 @@ def exit_on_user_error():
     """
     try:
         yield
-    except (ValueError, FileNotFoundError, ImportError, NonFiniteLossError) as error:
+    except (UserError, NonFiniteLossError) as error:
         _log_to_files(f"Error: {error}")
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -401,7 +402,7 @@ class Trainer:
         now = _identity(self.cfg)
         differences = _differences(_with_added_settings(saved["config"], now), now)
         if differences:
-            raise ValueError(
+            raise UserError(
                 f"The run folder {self.run_dir} holds a run with a different config "
                 f"({'; '.join(differences)}). "
                 "Give this run its own folder (e.g. run_name=<name> or runs_dir=<dir>), or delete the folder "
@@ -409,12 +410,12 @@ class Trainer:
         finished = state.progress.finished  # a finished run reopens with any number of processes
         saved_world = len(saved["per_process"])
         if not finished and saved_world != self.placement.world_size and not self.t.resume_any_world_size:
-            raise ValueError(
+            raise UserError(
                 f"{self.run_dir} was trained by {saved_world} process(es); resume it with the same number (now "
                 f"{self.placement.world_size}) to continue exactly, or pass trainer.resume_any_world_size=true to "
                 f"continue on {self.placement.world_size} (the README says which batches that epoch then takes).")
         if legacy is not None and self.strategy.name != "ddp":
-            raise ValueError(f"{self.run_dir} holds a single-file checkpoint.pt of an earlier version, which "
+            raise UserError(f"{self.run_dir} holds a single-file checkpoint.pt of an earlier version, which "
                              f"resumes with trainer.strategy=ddp only (now {self.strategy.name}).")
         checkpoint.load_model_and_optimizer(self.run_dir, self.model, self.optimizer, legacy)
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -489,7 +490,7 @@ class Trainer:
         natural = self.t.epochs * sum(self.batches_per_epoch)
         if natural == 0:
             sizes = ", ".join(str(len(d)) for d in self.stages)
-            raise ValueError(f"No full batch to train on: trainer.batch_size={self.t.batch_size} over "
+            raise UserError(f"No full batch to train on: trainer.batch_size={self.t.batch_size} over "
                              f"{self.placement.world_size} process(es) and training set(s) of {sizes} items, "
                              f"trainer.epochs={self.t.epochs}. Lower the batch size or use more data.")
         max_steps = self.t.max_steps
@@ -581,7 +582,7 @@ def _every(step: int, interval: int | None) -> bool:
 def _per_process_batch_size(batch_size: int, world_size: int) -> int:
     # A positive integer already (engine/settings.py); here only its split over the processes is checked.
     if batch_size < world_size or batch_size % world_size:
-        raise ValueError(f"trainer.batch_size={batch_size} is the global batch and must split evenly over "
+        raise UserError(f"trainer.batch_size={batch_size} is the global batch and must split evenly over "
                          f"{world_size} processes; use a multiple of {world_size}.")
     return batch_size // world_size
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from experiments.options import UserError
 
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -28,7 +29,7 @@ class MetricsLog:
             return
         name = logger_cfg.get("name")
         if name not in LOGGER_NAMES:
-            raise ValueError(f"Unknown logger {name!r}. Valid names: {', '.join(LOGGER_NAMES)} "
+            raise UserError(f"Unknown logger {name!r}. Valid names: {', '.join(LOGGER_NAMES)} "
                              "(logger=<name>).")
         with open(self.path, "a+b") as f:  # creates the file if missing
             f.truncate(resume_bytes or 0)
@@ -59,7 +60,7 @@ def _start_wandb(run_dir: Path, logger_cfg: DictConfig, full_cfg: DictConfig):
     try:
         import wandb
     except ImportError as error:
-        raise ImportError(f"logger=wandb needs the wandb package ({error}); install it or pass "
+        raise UserError(f"logger=wandb needs the wandb package ({error}); install it or pass "
                           "logger=none.") from error
     id_file = run_dir / WANDB_ID_NAME
     if not id_file.exists():  # one id for the run folder: a restarted run continues the same W&B run

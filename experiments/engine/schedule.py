@@ -9,7 +9,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from experiments.options import Valid, check_options, check_values, integer, number
+from experiments.options import UserError, Valid, check_options, check_values, integer, number
 
 
 def _increasing_fractions(value) -> bool:
@@ -106,11 +106,11 @@ def build_scheduler(optimizer: Optimizer, total_steps: int, name: str, select: t
                     **options) -> Schedule:
     """The schedule called `name`, with its options (SCHEDULE_OPTIONS) checked one by one."""
     if name not in SCHEDULE_NAMES:
-        raise ValueError(f"Unknown scheduler {name!r}. Valid names: {', '.join(SCHEDULE_NAMES)} "
+        raise UserError(f"Unknown scheduler {name!r}. Valid names: {', '.join(SCHEDULE_NAMES)} "
                          f"(configs/common/scheduler/<name>.yaml; choose with scheduler=<name>).")
     check_options("Scheduler", name, SCHEDULE_OPTIONS[name], options)
     check_values("scheduler", SCHEDULE_OPTIONS[name], options)
     if name == "plateau" and select is None:
-        raise ValueError("scheduler=plateau follows a validation metric, and this runner selects none; "
+        raise UserError("scheduler=plateau follows a validation metric, and this runner selects none; "
                          "use scheduler=cosine, step or constant.")
     return Schedule(optimizer, total_steps, name, select, **options)

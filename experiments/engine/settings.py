@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.engine.strategy import STRATEGIES
-from experiments.options import Valid, boolean, check_values, integer, number, one_of, shown
+from experiments.options import UserError, Valid, boolean, check_values, integer, number, one_of, shown
 
 PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("none", "optimizer", "model", "both")
@@ -67,11 +67,11 @@ def check_settings(cfg: DictConfig) -> None:
     """Raise ValueError for an unknown trainer setting or the first value outside its valid set."""
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed={shown(seed)} is not valid: it must be an integer. Set it to one, e.g. seed=0.")
+        raise UserError(f"seed={shown(seed)} is not valid: it must be an integer. Set it to one, e.g. seed=0.")
     trainer: dict[str, Any] = dict(cfg.trainer)
     unknown = sorted(set(trainer) - set(TRAINER_SETTINGS))
     if unknown:
-        raise ValueError(f"trainer.{unknown[0]} is not a setting of the engine. Its settings: "
+        raise UserError(f"trainer.{unknown[0]} is not a setting of the engine. Its settings: "
                          f"{', '.join(TRAINER_SETTINGS)} (configs/common/trainer/default.yaml); remove it with "
                          f"~trainer.{unknown[0]} or correct its name.")
     check_values("trainer", TRAINER_SETTINGS, trainer)

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.engine.loop import TrainResult, exit_on_user_error
+from experiments.options import UserError
 
 
 def run_in_hydra(cfg: DictConfig, run: Callable[[DictConfig, Path], TrainResult]) -> float | None:
@@ -36,7 +37,7 @@ def selected_value(cfg: DictConfig, summary: dict[str, Any] | None) -> float | N
     value = summary.get(metric)
     if value is None and cfg.get("optimized_metric"):
         reported = sorted(k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        raise ValueError(f"optimized_metric={metric} is not in this run's summary.json, which reports "
+        raise UserError(f"optimized_metric={metric} is not in this run's summary.json, which reports "
                          f"{', '.join(reported)}. Set optimized_metric to one of its validation metrics, e.g. "
                          f"optimized_metric={cfg.select.metric} with a validation split.")
     return value

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from experiments.options import check_options
+from experiments.options import UserError, check_options
 
 
 
@@ -26,7 +26,7 @@ def build_continual_model(name: str, num_classes: int, image_shape: Sequence[int
     """The model called `name` (one of CONTINUAL_MODEL_NAMES) with `num_classes` outputs for images of
     `image_shape` (C, H, W). `options` are the model's own: see its builder below."""
     if name not in BUILDERS:
-        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(CONTINUAL_MODEL_NAMES)}.")
+        raise UserError(f"Unknown model {name!r}. Valid names: {', '.join(CONTINUAL_MODEL_NAMES)}.")
     builder = BUILDERS[name]
     check_options("Model", name, builder, options, given_apart=("name", "num_classes", "image_shape"))
     return builder(name, num_classes, tuple(image_shape), **options)

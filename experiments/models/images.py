@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from experiments.models.wide_resnet import WideResNet
-from experiments.options import check_options
+from experiments.options import UserError, check_options
 
 
 
@@ -22,7 +22,7 @@ def build_image_model(name: str, num_classes: int, **options) -> nn.Module:
     `options` are the model's own: see its builder below.
     """
     if name not in BUILDERS:
-        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(IMAGE_MODEL_NAMES)}.")
+        raise UserError(f"Unknown model {name!r}. Valid names: {', '.join(IMAGE_MODEL_NAMES)}.")
     builder = BUILDERS[name]
     check_options("Model", name, builder, options, given_apart=("name", "num_classes"))
     return builder(name, num_classes, **options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from experiments.options import check_options
+from experiments.options import UserError, check_options
 
 INIT_RANGE = 0.1
 
@@ -52,7 +52,7 @@ class LSTMLanguageModel(nn.Module):
 def build_language_model(name: str, vocab_size: int, **options) -> nn.Module:
     """The model called `name` (one of LANGUAGE_MODEL_NAMES) over a vocabulary of `vocab_size` words."""
     if name not in BUILDERS:
-        raise ValueError(f"Unknown model {name!r}. Valid names for language modelling: "
+        raise UserError(f"Unknown model {name!r}. Valid names for language modelling: "
                          f"{', '.join(LANGUAGE_MODEL_NAMES)}.")
     builder = BUILDERS[name]
     check_options("Model", name, builder, options, given_apart=("name", "vocab_size"))
@@ -65,15 +65,15 @@ def lstm(name: str, vocab_size: int, emsize: int = 650, nhid: int = 650, layers:
     between layers and to the output, `dropout_embedding` (default: `dropout`) to the embeddings."""
     for key, value in (("emsize", emsize), ("nhid", nhid)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"model.{key}={value!r} must be a positive integer.")
+            raise UserError(f"model.{key}={value!r} must be a positive integer.")
     if layers not in (1, 2, 3):
-        raise ValueError(f"model.layers={layers!r} must be 1, 2 or 3.")
+        raise UserError(f"model.layers={layers!r} must be 1, 2 or 3.")
     dropout_embedding = dropout if dropout_embedding is None else dropout_embedding
     for key, value in (("dropout", dropout), ("dropout_embedding", dropout_embedding)):
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError(f"model.{key}={value!r} must be in [0, 1) (0 = no dropout).")
+            raise UserError(f"model.{key}={value!r} must be in [0, 1) (0 = no dropout).")
     if tied and emsize != nhid:
-        raise ValueError(f"model.tied=true shares the embedding with the decoder, so model.emsize ({emsize}) must "
+        raise UserError(f"model.tied=true shares the embedding with the decoder, so model.emsize ({emsize}) must "
                          f"equal model.nhid ({nhid}); set both to the same value or model.tied=false.")
     return LSTMLanguageModel(vocab_size, emsize, nhid, layers, dropout, dropout_embedding, tied)
 

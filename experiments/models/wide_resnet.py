@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from experiments.options import UserError
 
 
 class WideBasicBlock(nn.Module):
@@ -31,7 +32,7 @@ class WideResNet(nn.Module):
     def __init__(self, depth: int, width: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
         if (depth - 4) % 6:
-            raise ValueError(f"Wide ResNet depth must be 6n + 4 (e.g. 16, 22, 28, 40), got {depth}.")
+            raise UserError(f"Wide ResNet depth must be 6n + 4 (e.g. 16, 22, 28, 40), got {depth}.")
         blocks_per_group = (depth - 4) // 6
         widths = [16, 16 * width, 32 * width, 64 * width]
         self.stem = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)

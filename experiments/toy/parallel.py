@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from experiments.options import UserError
 
 
 def _one_thread() -> None:
@@ -29,7 +30,7 @@ class Jobs:
 @contextlib.contextmanager
 def job_pool(workers: int) -> Iterator[Jobs]:
     if workers < 1:
-        raise ValueError(f"workers={workers}: give the number of processes to run jobs on, 1 or more.")
+        raise UserError(f"workers={workers}: give the number of processes to run jobs on, 1 or more.")
     _one_thread()
     # torch.optim imports torch._dynamo (~2 s) on the first optimizer built: do it once, before forking.
     torch.optim.SGD([torch.zeros(1)])

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cmopt.registry import OPTIMIZER_NAMES
-from experiments.options import Valid, finite_real, integer, number, shown
+from experiments.options import UserError, Valid, finite_real, integer, number, shown
 
 PROBLEMS = ("goldstein_price", "ackley", "flat_sharp", "quadratic")
 SHARED = ("optimizers", "capacity", "decay", "rho")  # top-level values every optimizer comparison uses
@@ -115,7 +115,7 @@ PER_PROBLEM: dict[str, dict[str, tuple[str, Valid]]] = {
 
 def _check(key: str, value: Any, meaning: str, valid: Valid, hint: str = "") -> None:
     if not valid.test(value):
-        raise ValueError(f"{key}={_shown(value)}: {meaning} must be {valid.described}. "
+        raise UserError(f"{key}={_shown(value)}: {meaning} must be {valid.described}. "
                          f"Set e.g. {key}={shown(valid.example)}{hint}.")
 
 
@@ -131,10 +131,10 @@ def check_config(cfg: DictConfig) -> list[str]:
             _check(f"{problem}.{key}", values[f"{problem}.{key}"], meaning, valid)
         low, high = values.get(f"{problem}.starts.low"), values.get(f"{problem}.starts.high")
         if low is not None and low > high:
-            raise ValueError(f"{problem}.starts.low={low} is above {problem}.starts.high={high}: the grid of "
+            raise UserError(f"{problem}.starts.low={low} is above {problem}.starts.high={high}: the grid of "
                              f"starting points runs from low to high. Swap them.")
     if "flat_sharp" in problems and values["flat_sharp.flat_minimum"] == values["flat_sharp.sharp_minimum"]:
-        raise ValueError(f"flat_sharp.flat_minimum={values['flat_sharp.flat_minimum']} equals "
+        raise UserError(f"flat_sharp.flat_minimum={values['flat_sharp.flat_minimum']} equals "
                          f"flat_sharp.sharp_minimum: the two minima must be apart. Set e.g. "
                          f"flat_sharp.flat_minimum=-1.0 flat_sharp.sharp_minimum=1.0.")
     return problems
@@ -157,7 +157,7 @@ def chosen_problems(problem: str) -> list[str]:
     if problem == "all":
         return list(PROBLEMS)
     if problem not in PROBLEMS:
-        raise ValueError(f"problem={problem!r} is not a toy experiment. Choose one of: {', '.join(PROBLEMS)}, all.")
+        raise UserError(f"problem={problem!r} is not a toy experiment. Choose one of: {', '.join(PROBLEMS)}, all.")
     return [problem]
 
 
@@ -173,7 +173,7 @@ def problem_settings(cfg: DictConfig, problem: str) -> dict[str, Any]:
     if values["lr"] is not None:
         settings["lr"], settings["lr_sweep"] = values["lr"], [values["lr"]]
     if settings["lr"] not in settings["lr_sweep"]:
-        raise ValueError(
+        raise UserError(
             f"{problem}.lr={settings['lr']} is not in {problem}.lr_sweep={_shown(settings['lr_sweep'])}: the "
             f"figures show runs of the sweep. Add it to the sweep, or set lr=... alone to run that one learning rate."
         )
@@ -220,7 +220,7 @@ def output_dir(cfg: DictConfig, canonical: DictConfig) -> tuple[Path, dict[str, 
         return (AD_HOC_DIR / ad_hoc_folder_name(changed) if changed else CANONICAL_DIR), changed
     out_dir = Path(cfg.out_dir)
     if changed and out_dir.resolve() == CANONICAL_DIR:
-        raise ValueError(
+        raise UserError(
             f"out_dir={cfg.out_dir}: results/toy holds only the results of `make reproduce`, and these settings "
             f"differ from it ({', '.join(changed)}). Leave out_dir unset (they go to "
             f"{AD_HOC_DIR / ad_hoc_folder_name(changed)}) or give another folder."

@@ -22,7 +22,7 @@ from experiments.data.continual.synthetic_tasks import synthetic_tasks
 from experiments.data.continual.tasks import Benchmark, ContinualTask
 from experiments.data.continual.tiny_imagenet import tiny_imagenet
 from experiments.data.images import DatasetNotFoundError
-from experiments.options import check_options
+from experiments.options import UserError, check_options
 
 __all__ = ["CONTINUAL_BENCHMARK_NAMES", "FIVE_DATASET_NAMES", "Benchmark", "ContinualTask",
            "DatasetNotFoundError", "build_benchmark"]
@@ -43,9 +43,9 @@ def build_benchmark(name: str, root: str = "data", *, download: bool = False, se
     `options` are the benchmark's own: see its builder.
     """
     if name not in BUILDERS:
-        raise ValueError(f"Unknown benchmark {name!r}. Valid names: {', '.join(CONTINUAL_BENCHMARK_NAMES)}.")
+        raise UserError(f"Unknown benchmark {name!r}. Valid names: {', '.join(CONTINUAL_BENCHMARK_NAMES)}.")
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"benchmark.val_fraction={val_fraction} must be in [0, 1): the fraction of each "
+        raise UserError(f"benchmark.val_fraction={val_fraction} must be in [0, 1): the fraction of each "
                          "task's training set held out for validation.")
     builder = BUILDERS[name]
     check_options("Benchmark", name, builder, options, given_apart=COMMON_ARGUMENTS,

@@ -13,6 +13,7 @@ from experiments.data.continual.tasks import Benchmark, make_task
 from experiments.data.images import DatasetNotFoundError
 from experiments.data.sources.notmnist import notmnist_splits
 from experiments.data.sources.torchvision_sets import cifar10_splits, mnist_like_splits, svhn_splits
+from experiments.options import UserError
 
 LOADERS = {  # in the default task order
     "cifar10": cifar10_splits,
@@ -37,7 +38,7 @@ def five_datasets(root: Path, download: bool, seed: int, val_fraction: float,
     order = list(order)
     unknown = [d for d in order if d not in LOADERS]
     if unknown or len(set(order)) != len(order) or not order:
-        raise ValueError(f"benchmark.order={order} must name distinct datasets among "
+        raise UserError(f"benchmark.order={order} must name distinct datasets among "
                          f"{', '.join(FIVE_DATASET_NAMES)}"
                          + (f"; unknown: {', '.join(unknown)}." if unknown else "."))
     if shuffle_order:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from experiments.data.continual.tasks import Benchmark, check_classes_per_task, class_incremental_tasks
 from experiments.data.sources.image_folder import image_folder_splits
+from experiments.options import UserError
 
 MIN_CLASSES = 2  # one class is no classification task
 
@@ -19,15 +20,15 @@ def image_folder(root: Path, download: bool, seed: int, val_fraction: float, cla
     benchmark's. Nothing is downloaded.
     """
     if download:
-        raise ValueError("benchmark=image_folder reads your own folder and downloads nothing: "
+        raise UserError("benchmark=image_folder reads your own folder and downloads nothing: "
                          "set benchmark.download=false.")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
-        raise ValueError(f"benchmark.image_size={image_size} must be an integer >= 8 (pixels a side), "
+        raise UserError(f"benchmark.image_size={image_size} must be an integer >= 8 (pixels a side), "
                          "e.g. benchmark.image_size=32.")
     train, test = image_folder_splits(root, image_size)
     num_classes = len(train.classes)
     if num_classes < MIN_CLASSES:
-        raise ValueError(f"image_folder: {root}/train holds {num_classes} class folder(s) "
+        raise UserError(f"image_folder: {root}/train holds {num_classes} class folder(s) "
                          f"({', '.join(train.classes)}); a task needs at least {MIN_CLASSES} classes. Add "
                          f"class folders, or point benchmark.root at another folder.")
     check_classes_per_task(classes_per_task, num_classes, f"the {root}/train folder's")

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from experiments.data.splits import balanced_holdout, labels_of
+from experiments.options import UserError
 
 
 @dataclass(frozen=True)
@@ -83,5 +84,5 @@ def check_classes_per_task(classes_per_task: int, num_classes: int, what: str) -
     if not whole or classes_per_task < 1 or num_classes % classes_per_task:
         divisors = [d for d in range(1, num_classes + 1) if num_classes % d == 0]
         example = min(divisors, key=lambda d: abs(num_classes // d - 5))  # about five tasks
-        raise ValueError(f"benchmark.classes_per_task={classes_per_task} must divide {what} {num_classes} "
+        raise UserError(f"benchmark.classes_per_task={classes_per_task} must divide {what} {num_classes} "
                          f"classes into equal tasks: one of {divisors}, e.g. benchmark.classes_per_task={example}.")

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from experiments.data.images import DatasetNotFoundError, cifar_layout_message
 from experiments.data.sources import to_tensor
+from experiments.options import UserError
 
 DOWNLOAD_KEY = "benchmark.download"
 
@@ -54,7 +55,7 @@ def svhn_splits(root: Path, download: bool) -> tuple[Dataset, Dataset]:
             f"them with torchvision when online, or fetch them from http://ufldl.stanford.edu/housenumbers/."
         ) from error
     except ModuleNotFoundError as error:  # torchvision reads .mat files with scipy, an optional dependency
-        raise ModuleNotFoundError(f"SVHN's .mat files are read with scipy, which is not installed "
+        raise UserError(f"SVHN's .mat files are read with scipy, which is not installed "
                                   f"({error}): pip install scipy.") from error
     return splits
 

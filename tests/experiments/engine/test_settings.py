@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from experiments.engine import Task, checkpoint, exit_on_user_error, train
-from experiments.options import BOOKKEEPING_KEYS, PLACEMENT_KEYS
+from experiments.options import BOOKKEEPING_KEYS, PLACEMENT_KEYS, UserError
 from tests.experiments.engine.test_engine_loop import SMALL, blobs, classification, dropout_task
 from tests.experiments.image_runner_helpers import compose_config, metrics_lines
 
@@ -183,7 +183,7 @@ def test_a_user_error_is_one_line_on_the_console_and_in_the_log_file(tmp_path, c
     logging.getLogger().addHandler(handler)
     try:
         with pytest.raises(SystemExit) as stopped, exit_on_user_error():
-            raise ValueError("trainer.grad_clip=-1 is not valid")
+            raise UserError("trainer.grad_clip=-1 is not valid")
         with pytest.raises(KeyboardInterrupt), exit_on_user_error():
             raise KeyboardInterrupt("killed")
     finally:
@@ -238,3 +238,20 @@ def test_a_compiled_run_matches_the_eager_run_and_saves_the_plain_model(tmp_path
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     saved = checkpoint.read(tmp_path / "compiled")
     assert list(saved["model"]) == list(eager.model.state_dict())  # no _orig_mod. prefix
+
+
+# ---- what counts as a user error --------------------------------------------------------------------------------
+
+
+def test_only_user_errors_become_one_message_and_a_bug_keeps_its_traceback(capsys):
+    """A check's UserError (a subclass of ValueError) is one message and exit 1; a ValueError raised from
+    inside torch or our code is a bug and goes on with its traceback."""
+    from experiments.options import UserError
+
+    with pytest.raises(SystemExit) as stopped, exit_on_user_error():
+        raise UserError("trainer.epochs=0 is not valid")
+    assert stopped.value.code == 1 and capsys.readouterr().err.startswith("Error: trainer.epochs=0 is not valid")
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"), exit_on_user_error():
+        torch.nn.Linear(3, 2)(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="not a user error"), exit_on_user_error():
+        raise ValueError("not a user error")

@@ -1,10 +1,12 @@
 """The critical buffer of one parameter group, shared by Adam+CM, Adam+CG and SGD+CM.
 
 The buffer holds up to C entries. An entry has one priority (shared by the group) and one stored
-tensor per parameter tensor. Each step the candidate's priority is the sum of the per-tensor
-gradient norms; it is appended while the buffer has room, else it replaces the lowest-priority
-entry if strictly higher (the first one on ties). Then every priority decays by λ. The optimizer
-reads the mean of the entries before the insertion.
+tensor per parameter tensor. Each step the candidate's priority is, by the group's `priority` rule
+(PRIORITY_RULES), the sum of the per-tensor gradient norms (the paper's), of the candidates' norms,
+a draw from the step count, or its arrival; it is appended while the buffer has room, else it
+replaces the lowest-priority entry if strictly higher (the first one on ties; "fifo": the oldest,
+always). Then every priority decays by λ. The optimizer reads the mean of the entries before the
+insertion; the candidates offered are stored when the step closes.
 
 Where it lives: in the optimizer's own state, so that everything that carries optimizer state
 (`state_dict`, torch.distributed.checkpoint, ZeroRedundancyOptimizer) carries the buffer too.
@@ -54,7 +56,7 @@ class CriticalBuffer:
         self.rows, self.sums, self.slots = list(rows), list(sums), None if slots is None else list(slots)
         self.positions = list(range(len(self.rows)))
         self.priority, self.ops = priority, Ops(foreach)
-        self._shared = {"pending": []}
+        self._shared = {"pending": []}  # the candidates offered this step, shared with every `part`
 
     # ---- what the two kinds decide differently --------------------------------------------------
 

@@ -4,9 +4,10 @@ The class validates hyperparameters, keeps the state (the critical buffer includ
 cmopt.buffer) and collects a group's tensors once per step (`_collect`, torch's `_init_group`); each optimizer's
 arithmetic is one functional (`adam_cm`, `adam_cg`, `sgd_cm`) with a per-tensor and a multi-tensor
 implementation, called by the subclass's `_update`. A step, per group: t <- t + 1 for each tensor
-with a gradient; the candidate's priority s = Σ_i ||g_i|| (over full tensors, also when sharded);
-the functional moves the parameters, reading mean(B) before this step's insertion, and offers its
-candidates (momenta or gradients) to the buffer; the buffer admits, stores and decays.
+with a gradient; the functional moves the parameters, reading mean(B) before this step's insertion,
+and offers its candidates (momenta or gradients) to the buffer; at the step's close the priority is
+taken (by default s = Σ_i ||g_i||, over full tensors, also when sharded; `_priority`) and the buffer
+admits, stores and decays.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cmopt.registry import OPTIMIZER_NAMES
+from experiments.toy import VARIANTS
+
+TOY_OPTIMIZERS = (*OPTIMIZER_NAMES, *VARIANTS)
 
 PROBLEMS = ("goldstein_price", "ackley", "flat_sharp", "quadratic")
 SHARED = ("optimizers", "capacity", "decay", "rho")  # top-level values every optimizer comparison uses
@@ -64,8 +67,8 @@ POINTS = Rule(lambda v: isinstance(v, list) and len(v) > 0
               and all(isinstance(p, list) and len(p) == 2 and all(_real(x) for x in p) for p in v),
               "a non-empty list of [x, y] points")
 OPTIMIZERS = Rule(lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v)
-                  and all(name in OPTIMIZER_NAMES for name in v),
-                  f"a non-empty list of distinct names from: {', '.join(OPTIMIZER_NAMES)}")
+                  and all(name in TOY_OPTIMIZERS for name in v),
+                  f"a non-empty list of distinct names from: {', '.join(TOY_OPTIMIZERS)}")
 CONDITION_NUMBERS = Rule(lambda v: isinstance(v, list) and len(v) == 3 and _real(v[0]) and _real(v[1])
                          and 0 <= v[0] <= v[1] and _whole(v[2]) and v[2] >= 1,
                          "[first, last, count]: log10 of the condition numbers, 0 <= first <= last, "

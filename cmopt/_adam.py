@@ -10,10 +10,10 @@ from cmopt.critical import CriticalOptimizer
 
 class CriticalAdam(CriticalOptimizer):
     def __init__(self, params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable,
-                 priority_group):
+                 priority_group, priority, **extra):
         betas = tuple(betas) if isinstance(betas, list) else betas  # a list from a config file
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, capacity=capacity, decay=decay,
-                        buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable)
+                        priority=priority, buffer_dtype=buffer_dtype, foreach=foreach, capturable=capturable, **extra)
         super().__init__(params, defaults, priority_group)
 
     def _init_tensor_state(self, group, param, state):

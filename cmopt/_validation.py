@@ -6,6 +6,8 @@ import numbers
 
 import torch
 
+from cmopt.buffer import PRIORITY_RULES
+
 
 def _number(owner: str, name: str, value) -> float:
     if isinstance(value, torch.Tensor):
@@ -53,6 +55,17 @@ def buffer_dtype(owner: str, value) -> None:
         )
 
 
+def one_of(choices: tuple[str, ...], meaning: str):
+    """A check that the value is one of `choices` (strings), naming them and what the option chooses."""
+    def check(owner: str, name: str, value) -> None:
+        if value not in choices:
+            raise ValueError(
+                f"{owner}: {name}={value!r} is not one of {', '.join(choices)} ({meaning}). "
+                f"Pass e.g. {name}={choices[0]!r} (the default)."
+            )
+    return check
+
+
 def dense(owner: str, index: int, grad: torch.Tensor) -> None:
     if grad.is_sparse:
         raise RuntimeError(
@@ -77,6 +90,8 @@ HYPERPARAMETERS = {
     "betas": lambda owner, name, value: betas(owner, value),
     "capacity": lambda owner, name, value: capacity(owner, value),
     "buffer_dtype": lambda owner, name, value: buffer_dtype(owner, value),
+    "priority": one_of(PRIORITY_RULES, "what ranks a candidate for the critical buffer"),
+    "variant": one_of(("paper", "debiased"), "Adam+CM's arithmetic: the released code's, or ours without its early blow-up"),
 }
 
 

@@ -18,9 +18,10 @@ class AdamCG(CriticalAdam):
     buffer_key = "critical_gradients"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
-                 capacity=10, decay=0.7, buffer_dtype=None, foreach=None, capturable=False, priority_group=None):
+                 capacity=10, decay=0.7, priority="grad_norm", buffer_dtype=None, foreach=None, capturable=False,
+                 priority_group=None):
         super().__init__(params, lr, betas, eps, weight_decay, capacity, decay, buffer_dtype, foreach, capturable,
-                         priority_group)
+                         priority_group, priority)
 
     def _update(self, group, tensors, indices, buffer, first):
         beta1, beta2 = group["betas"]

@@ -1,10 +1,12 @@
 """The critical buffer of one parameter group, shared by Adam+CM, Adam+CG and SGD+CM.
 
 The buffer holds up to C entries. An entry has one priority (shared by the group) and one stored
-tensor per parameter tensor. Each step the candidate's priority is the sum of the per-tensor
-gradient norms; it is appended while the buffer has room, else it replaces the lowest-priority
-entry if strictly higher (the first one on ties). Then every priority decays by λ. The optimizer
-reads the mean of the entries before the insertion.
+tensor per parameter tensor. Each step the candidate's priority is, by the group's `priority` rule
+(PRIORITY_RULES), the sum of the per-tensor gradient norms (the paper's), of the candidates' norms,
+a draw from the step count, or its arrival; it is appended while the buffer has room, else it
+replaces the lowest-priority entry if strictly higher (the first one on ties; "fifo": the oldest,
+always). Then every priority decays by λ. The optimizer reads the mean of the entries before the
+insertion; the candidates offered are stored when the step closes.
 
 Where it lives: in the optimizer's own state, so that everything that carries optimizer state
 (`state_dict`, torch.distributed.checkpoint, ZeroRedundancyOptimizer) carries the buffer too.
@@ -25,13 +27,17 @@ synchronisation: capturable and compilable).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from cmopt._ops import Ops
 
 PRIORITIES, STEPS, ADMISSIONS = "critical_priorities", "critical_steps", "critical_admissions"
+# What ranks a candidate (the `priority` option): the paper's summed gradient norm, the summed norm of
+# the candidates themselves, a pseudo-random number drawn from the step count, or its arrival (FIFO).
+PRIORITY_RULES = ("grad_norm", "candidate_norm", "random", "fifo")
+MEASURED_RULES = ("grad_norm", "candidate_norm")  # the optimizer measures these; the others need no tensor
 SUM, SLOTS = "critical_sum", "critical_slots"
 GROUP_KEYS = (PRIORITIES, STEPS, ADMISSIONS)
 
@@ -45,11 +51,12 @@ class CriticalBuffer:
     """
 
     def __init__(self, group: dict, rows: Sequence[torch.Tensor], sums: Sequence[torch.Tensor],
-                 priority: torch.Tensor, foreach: bool, slots: Sequence[torch.Tensor] | None = None):
+                 priority: torch.Tensor | Callable, foreach: bool, slots: Sequence[torch.Tensor] | None = None):
         self.group, self.capacity = group, group["capacity"]
         self.rows, self.sums, self.slots = list(rows), list(sums), None if slots is None else list(slots)
+        self.positions = list(range(len(self.rows)))
         self.priority, self.ops = priority, Ops(foreach)
-        self._shared = {"decision": None, "decided": False}
+        self._shared = {"pending": []}  # the candidates offered this step, shared with every `part`
 
     # ---- what the two kinds decide differently --------------------------------------------------
 
@@ -58,13 +65,13 @@ class CriticalBuffer:
         """Entries held before this step's insertion, min(steps, C), at least 1 (it divides the sum)."""
         raise NotImplementedError
 
-    def _decide(self):
+    def _decide(self, priority):
         raise NotImplementedError
 
     def _store(self, decision, rows, sums, candidates, slots) -> None:
         raise NotImplementedError
 
-    def _record(self, decision) -> None:
+    def _record(self, decision, priority) -> None:
         raise NotImplementedError
 
     # ---- what the update uses ------------------------------------------------------------------
@@ -74,6 +81,7 @@ class CriticalBuffer:
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
         other.rows, other.sums = [self.rows[i] for i in indices], [self.sums[i] for i in indices]
+        other.positions = [self.positions[i] for i in indices]
         other.slots = None if self.slots is None else [self.slots[i] for i in indices]
         return other
 
@@ -86,18 +94,28 @@ class CriticalBuffer:
         return self.ops.add(xs, sums, alpha=1.0 / held)
 
     def insert(self, candidates: Sequence[torch.Tensor], at: int | None = None) -> None:
-        """Offer each tensor's candidate (or tensor `at`'s) with this step's priority."""
-        if not self._shared["decided"]:
-            self._shared.update(decision=self._decide(), decided=True)
-        one = (lambda xs: xs) if at is None else (lambda xs: [xs[at]])
-        self._store(self._shared["decision"], one(self.rows), one(self.sums), candidates,
-                    None if self.slots is None else one(self.slots))
+        """Offer each tensor's candidate (or tensor `at`'s); stored at `close`, once the step's priority
+        is known (the candidate-norm rule needs every candidate). A candidate must not change before then."""
+        indices = range(len(self.rows)) if at is None else [at]
+        for i, candidate in zip(indices, candidates):
+            slot = None if self.slots is None else self.slots[i]
+            self._shared["pending"].append((self.positions[i], self.rows[i], self.sums[i], candidate, slot))
 
     def close(self) -> None:
-        """The end of the step: record the priority and counters, decay every priority by λ."""
-        if not self._shared["decided"]:  # no tensor of this process had a candidate (ZeRO)
-            self._shared.update(decision=self._decide(), decided=True)
-        self._record(self._shared["decision"])
+        """The end of the step: the priority, the admission and the stores, the counters, and every
+        priority decayed by λ. No priority (no process had a gradient, ZeRO): nothing happens."""
+        pending = self._shared["pending"]
+        positions, rows, sums, candidates, slots = (list(xs) for xs in zip(*pending)) if pending else ([],) * 5
+        priority = self.priority(positions, candidates) if callable(self.priority) else self.priority
+        if priority is None:
+            return
+        if not isinstance(self.group.get(PRIORITIES), torch.Tensor):  # a ZeRO process holding none of its tensors
+            init_group_state(self.group, priority.device)
+        priority = rule_priority(self.group, priority)
+        decision = self._decide(priority)
+        if pending:
+            self._store(decision, rows, sums, candidates, None if self.slots is None else slots)
+        self._record(decision, priority)
         self.group[PRIORITIES].mul_(self.group["decay"])
 
 
@@ -112,11 +130,11 @@ class HostBuffer(CriticalBuffer):
     def held(self) -> int:
         return max(1, min(self.group[STEPS], self.capacity))
 
-    def _decide(self) -> int | None:
+    def _decide(self, priority) -> int | None:
         steps, priorities = self.group[STEPS], self.group[PRIORITIES]
-        if steps < self.capacity:  # filling: known without looking at any tensor
-            return steps
-        slot = int(torch.where(self.priority > priorities.min(), torch.argmin(priorities), -1))  # the host read
+        if steps < self.capacity or _rule(self.group) == "fifo":  # known without looking at any tensor
+            return steps % self.capacity
+        slot = int(torch.where(priority > priorities.min(), torch.argmin(priorities), -1))  # the host read
         return slot if slot >= 0 else None
 
     def _store(self, decision, rows, sums, candidates, slots) -> None:
@@ -135,9 +153,9 @@ class HostBuffer(CriticalBuffer):
             if n:
                 total.copy_(_sum_of_entries(row, candidate.dtype))
 
-    def _record(self, decision) -> None:
+    def _record(self, decision, priority) -> None:
         if decision is not None:
-            self.group[PRIORITIES][decision] = self.priority
+            self.group[PRIORITIES][decision] = priority
             self.group[ADMISSIONS] += 1
         self.group[STEPS] += 1
 
@@ -160,10 +178,12 @@ class DeviceBuffer(CriticalBuffer):
     def held(self) -> torch.Tensor:
         return self.group[STEPS].clamp(min=1, max=self.capacity)
 
-    def _decide(self):
+    def _decide(self, priority):
         steps, priorities = self.group[STEPS], self.group[PRIORITIES]
+        if _rule(self.group) == "fifo":
+            return steps % self.capacity, torch.ones((), dtype=torch.bool, device=steps.device)
         full = steps >= self.capacity
-        admitted = torch.logical_or(~full, self.priority > priorities.min())
+        admitted = torch.logical_or(~full, priority > priorities.min())
         return torch.where(full, torch.argmin(priorities), steps.clamp(max=self.capacity - 1)), admitted
 
     def _store(self, decision, rows, sums, candidates, slots) -> None:
@@ -179,13 +199,40 @@ class DeviceBuffer(CriticalBuffer):
             if narrow:
                 total.copy_(torch.where(keep, _sum_of_entries(slot[: self.capacity], candidate.dtype), total))
 
-    def _record(self, decision) -> None:
+    def _record(self, decision, priority) -> None:
         index, admitted = decision
         priorities = self.group[PRIORITIES]
         positions = torch.arange(self.capacity, device=priorities.device)
-        priorities.copy_(torch.where(torch.logical_and(positions == index, admitted), self.priority, priorities))
+        priorities.copy_(torch.where(torch.logical_and(positions == index, admitted), priority, priorities))
         self.group[ADMISSIONS].add_(admitted.to(torch.int64))
         self.group[STEPS].add_(1)
+
+
+def _rule(group: dict) -> str:
+    return group.get("priority", "grad_norm")
+
+
+def rule_priority(group: dict, measured: torch.Tensor) -> torch.Tensor:
+    """The candidate's priority (float64, on `measured`'s device) under the group's rule: the measured
+    norm sum for the norm rules; for "random" a number in [0, 1) drawn from the group's count of
+    insertion attempts, for "fifo" that count + 1 (every candidate then replaces the oldest entry)."""
+    rule = _rule(group)
+    if rule in MEASURED_RULES:
+        return measured
+    steps = group[STEPS]
+    value, scale = (counter_hash(steps), 2.0**-32) if rule == "random" else (steps + 1, 1.0)
+    return torch.as_tensor(value).to(device=measured.device, dtype=torch.float64) * scale
+
+
+def counter_hash(n):
+    """A 32-bit integer hash of a count n >= 0 (a Python int or an int64 tensor, the same value either
+    way): a draw that depends on the step count alone, so every process draws the same, a resumed run
+    draws what the uninterrupted one would, and no random generator is touched. Every product stays
+    below 2^59, inside int64."""
+    x = (n + 0x9E3779B9) & 0xFFFFFFFF
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
 
 
 def kind(capturable: bool) -> type[CriticalBuffer]:

@@ -4,13 +4,15 @@ The class validates hyperparameters, keeps the state (the critical buffer includ
 cmopt.buffer) and collects a group's tensors once per step (`_collect`, torch's `_init_group`); each optimizer's
 arithmetic is one functional (`adam_cm`, `adam_cg`, `sgd_cm`) with a per-tensor and a multi-tensor
 implementation, called by the subclass's `_update`. A step, per group: t <- t + 1 for each tensor
-with a gradient; the candidate's priority s = Σ_i ||g_i|| (over full tensors, also when sharded);
-the functional moves the parameters, reading mean(B) before this step's insertion, and offers its
-candidates (momenta or gradients) to the buffer; the buffer admits, stores and decays.
+with a gradient; the functional moves the parameters, reading mean(B) before this step's insertion,
+and offers its candidates (momenta or gradients) to the buffer; at the step's close the priority is
+taken (by default s = Σ_i ||g_i||, over full tensors, also when sharded; `_priority`) and the buffer
+admits, stores and decays.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from cmopt.buffer import CriticalBuffer
 
 IMPLEMENTATION_CHOICES = ("foreach", "capturable", "buffer_dtype")
 STATE_VERSION_KEY, STATE_VERSION = "cmopt_state_version", 2
+OPTION_DEFAULTS = {"priority": "grad_norm", "variant": "paper"}  # what a group saved before the option has
 
 
 class GroupTensors:
@@ -80,6 +83,9 @@ class CriticalOptimizer(Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("capturable", False)
             group.setdefault("buffer_dtype", None)
+            for key, default in OPTION_DEFAULTS.items():
+                if key in self.defaults:
+                    group.setdefault(key, default)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         check.hyperparameters(type(self).__name__, param_group)
@@ -155,25 +161,34 @@ class CriticalOptimizer(Optimizer):
         return group["foreach"] if group["foreach"] is not None else self._device(group).type != "cpu"
 
     def _buffer(self, group: dict, tensors: GroupTensors) -> CriticalBuffer | None:
-        """This step's view of the group's buffer (made on its first step with a gradient), or None when
-        no tensor of the group has a gradient (on any process of `priority_group`)."""
-        priority = self._priority(group, tensors)
-        if priority is None:
+        """This step's view of the group's buffer, or None when no tensor of the group has a gradient
+        (known here without communication; under ZeRO, decided when the priority is summed at `close`)."""
+        if not tensors.params and self.priority_group is None:
             return None
-        if not isinstance(group.get(critical.PRIORITIES), torch.Tensor):
-            critical.init_group_state(group, self._device(group))
         slots = tensors.local(critical.SLOTS) if group["capturable"] else None
         return critical.kind(group["capturable"])(
-            group, tensors.local(self.buffer_key), tensors.local(critical.SUM), priority, tensors.foreach, slots)
+            group, tensors.local(self.buffer_key), tensors.local(critical.SUM),
+            functools.partial(self._priority, group, tensors), tensors.foreach, slots)
 
-    def _priority(self, group: dict, tensors: GroupTensors) -> torch.Tensor | None:
-        """s = Σ_i ||g_i||_2 (the released code's "synced" priority), in float64 on the device."""
+    def _priority(self, group: dict, tensors: GroupTensors, positions: list[int],
+                  candidates: list[torch.Tensor]) -> torch.Tensor | None:
+        """What the group's priority rule measures, in float64 on the device: s = Σ_i ||g_i||_2 (the
+        released code's "synced" priority, "grad_norm") or Σ_i ||X_i||_2 over the candidates offered
+        ("candidate_norm"), over full tensors; nothing for the other rules (cmopt.buffer.rule_priority).
+        None when no tensor has a gradient (on any process of `priority_group`)."""
         device = self._device(group)
-        found = [n.to(device) for n in _sharding.norms(tensors.full_grads, tensors.foreach)]
+        rule = group["priority"]
+        if rule == "grad_norm":
+            found = _sharding.norms(tensors.full_grads, tensors.foreach)
+        elif rule == "candidate_norm":
+            found = _sharding.norms([tensors.full_grads[i] for i in positions], tensors.foreach, values=candidates)
+        else:
+            found = []
+        found = [n.to(device) for n in found]
         s = torch.stack(found).sum() if found else torch.zeros((), dtype=torch.float64, device=device)
         if self.priority_group is None:
-            return s if found else None
-        reduced = torch.stack([s, torch.tensor(float(len(found)), dtype=torch.float64, device=device)])
+            return s if tensors.params else None
+        reduced = torch.stack([s, torch.tensor(float(len(tensors.params)), dtype=torch.float64, device=device)])
         _sharding.dist.all_reduce(reduced, group=self.priority_group)
         total, count = reduced.unbind()
         return total if float(count) > 0 else None  # a read on the host: some process may hold no tensor
@@ -224,6 +239,9 @@ class CriticalOptimizer(Optimizer):
         for group, choices in zip(self.param_groups, self.__dict__.pop("_implementation")):
             group.update(choices)
             group.pop(STATE_VERSION_KEY, None)
+            for key, default in OPTION_DEFAULTS.items():  # saved before these options existed: the paper's
+                if key in self.defaults:
+                    group.setdefault(key, default)
             for p in group["params"]:
                 state = self.state.get(p)
                 if not state:

@@ -20,9 +20,10 @@ class SGDCM(CriticalOptimizer):
     buffer_key = "critical_momenta"
 
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0.0, weight_decay=0.0, *,
-                 capacity=5, decay=0.7, buffer_dtype=None, foreach=None, capturable=False, priority_group=None):
+                 capacity=5, decay=0.7, priority="grad_norm", buffer_dtype=None, foreach=None, capturable=False,
+                 priority_group=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        capacity=capacity, decay=decay, buffer_dtype=buffer_dtype, foreach=foreach,
+                        capacity=capacity, decay=decay, priority=priority, buffer_dtype=buffer_dtype, foreach=foreach,
                         capturable=capturable)
         super().__init__(params, defaults, priority_group)
 

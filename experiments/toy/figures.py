@@ -18,7 +18,7 @@ from experiments.toy.search import LANDSCAPES
 # Hollow markers keep overlapping lines visible.
 MARKERS = {"adam": "o", "adam_cg": "s", "adam_cm": "^", "sam_adam": "v", "sam_adam_cm": "D"}
 COLORS = {"adam": "tab:blue", "adam_cg": "tab:orange", "adam_cm": "tab:green", "sam_adam": "tab:purple",
-          "sam_adam_cm": "tab:red", "heavy_ball": "tab:blue", "sgd_cm": "tab:green"}
+          "sam_adam_cm": "tab:red", "heavy_ball": "tab:blue", "sgd_cm": "tab:green", "adam_cm_debiased": "tab:olive"}
 DPI = 110
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from experiments.toy import optimizer_label
 from experiments.toy.figures import FIGURES
 
+DEBIASED = "adam_cm_debiased"  # cmopt.AdamCM(variant="debiased"): ours, not the paper's
 EXPERIMENT_ORDER = ("goldstein_price", "ackley", "flat_sharp", "quadratic")
 TITLES = {"goldstein_price": "Goldstein-Price", "ackley": "Ackley", "flat_sharp": "flat and sharp minima (1-D)",
           "quadratic": "quadratic convergence rates"}
@@ -56,32 +57,35 @@ def _missing(result: dict[str, Any] | None, needed: tuple[str, ...]) -> str | No
     return f"not tested: {', '.join(absent)} not among the optimizers run" if absent else None
 
 
-def claim_global_minimum(result: dict[str, Any] | None, title: str) -> Claim:
-    claim = Claim(f"Adam+CM reaches the global minimum of {title} from more starting points than Adam and Adam+CG.")
-    if reason := _missing(result, ("adam", "adam_cg", "adam_cm")):
+def claim_global_minimum(result: dict[str, Any] | None, title: str, cm: str = "adam_cm") -> Claim:
+    """`cm`: the critical-momenta optimizer judged (the paper's Adam+CM, or a variant in its place)."""
+    name = optimizer_label(cm)
+    claim = Claim(f"{name} reaches the global minimum of {title} from more starting points than Adam and Adam+CG.")
+    if reason := _missing(result, ("adam", "adam_cg", cm)):
         claim.verdict = reason
         return claim
     holds = {}
     for lr, rows in _summaries(result).items():
-        cm, adam, cg = (rows[o]["reached_global_minimum"] for o in ("adam_cm", "adam", "adam_cg"))
-        holds[lr] = cm > adam and cm > cg
-        runs = rows["adam_cm"]["runs"]
-        claim.evidence.append(f"lr {lr:g}: Adam+CM {cm}/{runs}, Adam {adam}/{runs}, Adam+CG {cg}/{runs} runs reach it"
-                              f" -> {'holds' if holds[lr] else 'does NOT hold'}")
+        reached, adam, cg = (rows[o]["reached_global_minimum"] for o in (cm, "adam", "adam_cg"))
+        holds[lr] = reached > adam and reached > cg
+        runs = rows[cm]["runs"]
+        claim.evidence.append(f"lr {lr:g}: {name} {reached}/{runs}, Adam {adam}/{runs}, Adam+CG {cg}/{runs} runs reach "
+                              f"it -> {'holds' if holds[lr] else 'does NOT hold'}")
     claim.verdict = verdict_over_learning_rates(holds)
     return claim
 
 
-def claim_escape_order(result: dict[str, Any] | None) -> Claim:
-    claim = Claim("Adam+CM escapes the sharp minimum more often than Adam+CG, and Adam+CG more often than Adam.")
-    if reason := _missing(result, ("adam", "adam_cg", "adam_cm")):
+def claim_escape_order(result: dict[str, Any] | None, cm: str = "adam_cm") -> Claim:
+    name = optimizer_label(cm)
+    claim = Claim(f"{name} escapes the sharp minimum more often than Adam+CG, and Adam+CG more often than Adam.")
+    if reason := _missing(result, ("adam", "adam_cg", cm)):
         claim.verdict = reason
         return claim
     holds = {}
     for lr, rows in _summaries(result).items():
-        cm, cg, adam = (rows[o]["escape_ratio"] for o in ("adam_cm", "adam_cg", "adam"))
-        holds[lr] = cm > cg > adam
-        claim.evidence.append(f"lr {lr:g}: escape ratio Adam+CM {cm:.3f}, Adam+CG {cg:.3f}, Adam {adam:.3f}"
+        escaped, cg, adam = (rows[o]["escape_ratio"] for o in (cm, "adam_cg", "adam"))
+        holds[lr] = escaped > cg > adam
+        claim.evidence.append(f"lr {lr:g}: escape ratio {name} {escaped:.3f}, Adam+CG {cg:.3f}, Adam {adam:.3f}"
                               f" -> {'holds' if holds[lr] else 'does NOT hold'}")
     claim.verdict = verdict_over_learning_rates(holds)
     return claim
@@ -167,6 +171,10 @@ def evaluate_claims(results: dict[str, dict[str, Any]]) -> list[Claim]:
         claim_escape_order(results.get("flat_sharp")),
         claim_escape_grows(results.get("flat_sharp")),
         claim_quadratic(results.get("quadratic")),
+        # The same claims with the debiased Adam+CM (ours) in Adam+CM's place; claim 4 judges every optimizer run.
+        claim_global_minimum(results.get("goldstein_price"), "Goldstein-Price", cm=DEBIASED),
+        claim_global_minimum(results.get("ackley"), "Ackley", cm=DEBIASED),
+        claim_escape_order(results.get("flat_sharp"), cm=DEBIASED),
     ]
 
 
@@ -236,7 +244,11 @@ def render_report(results: dict[str, dict[str, Any]]) -> str:
              "global minimum's basin). The escape ratio is the fraction of runs (starts x seeds x sharpness "
              "values) that end in the flat minimum's basin. The escape ratio *grows* when it is higher at the "
              "sharpest than at the flattest function and its rank correlation with sharpness is positive. SGD+CM "
-             "*converges* at a condition number when its linear rate there is below 1.", ""]
+             "*converges* at a condition number when its linear rate there is below 1.", "",
+             "Claims 6-8 repeat claims 1-3 with Adam+CM debiased (ours, not the paper's: "
+             "`cmopt.AdamCM(variant=\"debiased\")`, which stores bias-corrected momenta from the first step and "
+             "so has neither the paper's first-step stall nor its early blow-up of the step; docs/optimizers.md) "
+             "in Adam+CM's place. Claim 4 judges it with every other optimizer run.", ""]
     for i, claim in enumerate(evaluate_claims(results), 1):
         lines.append(f"{i}. {claim.statement} **{claim.verdict}.**")
         lines.extend(f"   - {e}" for e in claim.evidence)

@@ -17,6 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from cmopt.registry import OPTIMIZER_NAMES
 from experiments.options import UserError, Valid, finite_real, integer, number, shown
+from experiments.toy import VARIANTS
+
+TOY_OPTIMIZERS = (*OPTIMIZER_NAMES, *VARIANTS)
 
 PROBLEMS = ("goldstein_price", "ackley", "flat_sharp", "quadratic")
 SHARED = ("optimizers", "capacity", "decay", "rho")  # top-level values every optimizer comparison uses
@@ -57,8 +60,8 @@ def positive_list(example: str) -> Valid:
 
 
 OPTIMIZERS = Valid(lambda v: isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v)
-                   and all(name in OPTIMIZER_NAMES for name in v),
-                   f"a non-empty list of distinct names from: {', '.join(OPTIMIZER_NAMES)}", "[adam,adam_cg,adam_cm]")
+                   and all(name in TOY_OPTIMIZERS for name in v),
+                   f"a non-empty list of distinct names from: {', '.join(TOY_OPTIMIZERS)}", "[adam,adam_cg,adam_cm]")
 POINTS = Valid(lambda v: isinstance(v, list) and len(v) > 0
                and all(isinstance(p, list) and len(p) == 2 and all(finite_real(x) for x in p) for p in v),
                "a non-empty list of [x, y] points", "[[2.6,-1.7]]")

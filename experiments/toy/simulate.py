@@ -15,13 +15,16 @@ from torch import Tensor
 
 import cmopt
 from cmopt.registry import SAM_PREFIX
+from experiments.toy import VARIANTS
 from experiments.toy.functions import Loss, value_and_gradient
 
 
 def optimizer_hyperparameters(name: str, capacity: int, decay: float, rho: float) -> dict[str, Any]:
-    """The hyperparameters `name` takes besides the learning rate: capacity and decay, and SAM's rho."""
+    """The hyperparameters `name` takes besides the learning rate: capacity and decay, SAM's rho, and a
+    variant's fixed options (experiments.toy.VARIANTS)."""
+    name, fixed = VARIANTS.get(name, (name, {}))
     base = name.removeprefix(SAM_PREFIX)
-    hyperparameters: dict[str, Any] = {}
+    hyperparameters: dict[str, Any] = dict(fixed)
     if base.endswith(("_cm", "_cg")):
         hyperparameters.update(capacity=capacity, decay=decay)
     if base != name:
@@ -51,6 +54,7 @@ def simulate(name: str, loss: Loss, starts: Tensor, lr: float, steps: int, noise
     the two passes of SAM see one minibatch.
     """
     points = [start.detach().clone().to(torch.float64) for start in starts]
+    name = VARIANTS.get(name, (name,))[0]  # its options are among `hyperparameters`
     sam = name.startswith(SAM_PREFIX)
     if sam:
         optimizers = [cmopt.create_optimizer(name, [p], lr=lr, **hyperparameters) for p in points]

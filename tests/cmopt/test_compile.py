@@ -104,3 +104,31 @@ def test_each_compiled_optimizer_traces_its_own_step():
         train(params, opt, 3, schedule=False)
         frames.append(counter.frame_count - before)
     assert frames[0] >= 1 and frames[1:] == [2, 2, 2], frames
+
+
+@pytest.mark.parametrize("options", [dict(priority="candidate_norm"), dict(priority="random"),
+                                     dict(priority="fifo"), dict(variant="debiased")])
+def test_priority_rules_and_the_variant_trace_without_breaks_and_equal_eager(options):
+    torch._dynamo.utils.counters.clear()  # dynamo's counters outlive reset(): count this test's breaks only
+    counter = CompileCounter()
+    params, opt = build("adam_cm", torch.float64, **options)
+    compile_optimizer(opt, backend=counter)
+    train(params, opt, 30)
+    eager_params, eager_opt = build("adam_cm", torch.float64, **options)
+    train(eager_params, eager_opt, 30)
+    assert counter.frame_count == 2
+    assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
+    for p, q in zip(params, eager_params):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    assert int(opt.critical_buffers[0].admissions) == eager_opt.critical_buffers[0].admissions
+
+
+@pytest.mark.slow  # an inductor compilation: ~30-60 s on the CPU
+def test_inductor_computes_the_random_draw_as_the_host_does():
+    """The hash's int64 products and shifts, compiled by inductor, give the Python-int draws."""
+    params, opt = build("adam_cm", torch.float32, priority="random")
+    compile_optimizer(opt)
+    train(params, opt, 8)
+    eager_params, eager_opt = build("adam_cm", torch.float32, priority="random")
+    train(eager_params, eager_opt, 8)
+    assert torch.equal(opt.critical_buffers[0].priorities, eager_opt.critical_buffers[0].priorities)

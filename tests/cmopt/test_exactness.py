@@ -15,10 +15,11 @@ SHAPES = [[(4, 3), (3,), (2, 2, 3)], [(5,), (3, 2)]]
 CLASSES = {"adam_cm": AdamCM, "adam_cg": AdamCG, "sgd_cm": SGDCM}
 
 
-def group_hyperparameters(kind: str, capacity: int, decay: float, weight_decay: float) -> list[dict]:
-    """Two groups with different hyperparameters; the second overrides lr, decay and weight decay."""
-    first = dict(lr=0.05, capacity=capacity, decay=decay, weight_decay=weight_decay)
-    second = dict(lr=0.02, capacity=capacity, decay=min(1.0, decay + 0.2), weight_decay=weight_decay / 2)
+def group_hyperparameters(kind: str, capacity: int, decay: float, weight_decay: float, **options) -> list[dict]:
+    """Two groups with different hyperparameters; the second overrides lr, decay and weight decay.
+    `options` (e.g. priority=...) go to both."""
+    first = dict(lr=0.05, capacity=capacity, decay=decay, weight_decay=weight_decay, **options)
+    second = dict(lr=0.02, capacity=capacity, decay=min(1.0, decay + 0.2), weight_decay=weight_decay / 2, **options)
     if kind == "sgd_cm":
         extra = [dict(momentum=0.9, dampening=0.0), dict(momentum=0.5, dampening=0.3)]
     else:
@@ -52,12 +53,12 @@ def initial_params(seed: int = 0) -> list[list[torch.Tensor]]:
     return [[torch.randn(s, generator=g, dtype=torch.float64) for s in shapes] for shapes in SHAPES]
 
 
-def run_against_reference(kind, capacity, decay, weight_decay, foreach, steps=100):
-    hps = group_hyperparameters(kind, capacity, decay, weight_decay)
+def run_against_reference(kind, capacity, decay, weight_decay, foreach, steps=100, **options):
+    hps = group_hyperparameters(kind, capacity, decay, weight_decay, **options)
     start = initial_params()
     ours = [[p.clone().requires_grad_(True) for p in group] for group in start]
     ref = [ReferenceGroup(kind, [p.clone() for p in group], **hp) for group, hp in zip(start, hps)]
-    opt = CLASSES[kind]([{"params": g, **hp} for g, hp in zip(ours, hps)], foreach=foreach)
+    opt = CLASSES[kind]([{"params": g, **hp} for g, hp in zip(ours, hps)], foreach=foreach, **options)
     gen_ours, gen_ref = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     for step in range(steps):
         for group, grads in zip(ours, make_gradients(step, ours, gen_ours)):
@@ -70,9 +71,11 @@ def run_against_reference(kind, capacity, decay, weight_decay, foreach, steps=10
             for p, q in zip(group, rg.params):
                 torch.testing.assert_close(p.detach(), q, rtol=0, atol=1e-12, msg=f"step {step}")
     for buffer, rg in zip(opt.critical_buffers, ref):
-        if capacity > 0:
-            held = rg.priorities()
-            torch.testing.assert_close(buffer.priorities[: len(held)].tolist(), held, rtol=1e-12, atol=0)
+        if capacity > 0:  # (FIFO: cmopt writes entry (attempts mod C), the reference keeps them oldest first)
+            held, ours_held = rg.priorities(), buffer.priorities[: len(rg.priorities())].tolist()
+            if options.get("priority") == "fifo":
+                held, ours_held = sorted(held), sorted(ours_held)
+            torch.testing.assert_close(ours_held, held, rtol=1e-12, atol=0)
         else:
             assert buffer is None
     return opt

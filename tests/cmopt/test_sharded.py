@@ -283,3 +283,80 @@ def test_dcp_checkpoint_resumes_on_two_processes_bitwise_and_on_one(tmp_path, na
     assert int(getattr(opt, "base_optimizer", opt).param_groups[0]["critical_steps"]) == 20
     train_steps(model, opt, name, range(20, 40), None)
     assert_matches(snapshot(model, opt), straight[0])
+
+
+# ---- the priority rules and the debiased variant, sharded ---------------------------------------------
+
+RULE_CASES = [("adam_cm", dict(priority="candidate_norm")), ("adam_cm", dict(priority="random")),
+              ("adam_cm", dict(priority="fifo")), ("sgd_cm", dict(priority="candidate_norm")),
+              ("adam_cg", dict(priority="candidate_norm")), ("adam_cm", dict(variant="debiased"))]
+RULE_STEPS = 25  # the buffer (C = 3) fills, then admits or rejects
+
+
+def counting_all_reduces(opt, counts: list[int]):
+    """Wrap opt.step so that each step appends the number of all-reduces it issued."""
+    step = opt.step
+
+    def counted(*args, **kwargs):
+        real, calls = dist.all_reduce, []
+        dist.all_reduce = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+        try:
+            return step(*args, **kwargs)
+        finally:
+            dist.all_reduce = real
+            counts.append(len(calls))
+
+    opt.step = counted
+    return opt
+
+
+def _rules_sharded(rank: int, port: int, out_dir: str) -> None:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    _init(rank, port)
+    try:
+        results = {}
+        for i, (name, options) in enumerate(RULE_CASES):
+            model = shard(make_model())
+            counts = []
+            opt = counting_all_reduces(cmopt.create_optimizer(name, model, **hyperparameters(name), **options), counts)
+            train_steps(model, opt, name, range(RULE_STEPS), rank)
+            results[i] = dict(snapshot(model, opt), all_reduces=counts)
+        model = DistributedDataParallel(make_model())
+        counts = []
+        rule = functools.partial(cmopt.AdamCM, priority_group=dist.group.WORLD, priority="candidate_norm")
+        opt = ZeroRedundancyOptimizer(zero_groups(model.module)[0]["params"], optimizer_class=rule,
+                                      **hyperparameters("adam_cm"))
+        opt.add_param_group(zero_groups(model.module)[1])
+        counting_all_reduces(opt.optim, counts)  # the cmopt optimizer's own all-reduces, not ZeRO's broadcasts
+        train_steps(model, opt, "adam_cm", range(20), rank)
+        results["zero"] = dict(params={n: p.detach().clone() for n, p in model.module.named_parameters()},
+                               all_reduces=counts)
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # ~25 s, mostly starting the processes
+def test_every_priority_rule_and_the_variant_shard_with_one_all_reduce_per_group(tmp_path):
+    """FSDP2: each rule equals the unsharded run on the global batch; a norm rule issues one all-reduce
+    per group and step (the summed norms), random and fifo none. ZeRO with candidate_norm (one process
+    holds none of group 1) equals plain AdamCM, with one all-reduce per group and step."""
+    ranks = _run(_rules_sharded, tmp_path)
+    for i, (name, options) in enumerate(RULE_CASES):
+        model = make_model()
+        opt = cmopt.create_optimizer(name, model, **hyperparameters(name), **options)
+        train_steps(model, opt, name, range(RULE_STEPS), None)
+        reference = snapshot(model, opt)
+        measured = options.get("priority", "grad_norm") in ("grad_norm", "candidate_norm")
+        for r in ranks:
+            assert_matches(r[i], reference)
+            assert r[i]["all_reduces"] == [1 if measured else 0] * RULE_STEPS, (name, options)
+    model = make_model()
+    opt = cmopt.AdamCM(zero_groups(model), priority="candidate_norm", **hyperparameters("adam_cm"))
+    train_steps(model, opt, "adam_cm", range(20), None)
+    for r in ranks:
+        assert r["zero"]["all_reduces"] == [2] * 20  # two groups
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(r["zero"]["params"][n], p.detach(), **CLOSE)

@@ -114,3 +114,23 @@ def test_verdicts_and_rank_correlation():
     assert rank_correlation([1, 2, 3, 4], [0, 0, 1, 2]) == pytest.approx(expected)
     assert math.isnan(rank_correlation([1, 2, 3], [0.5, 0.5, 0.5]))
     assert grows([1, 2, 4], [0.0, 0.2, 0.1]) and not grows([1, 2, 4], [0.3, 0.2, 0.3])
+
+
+def test_the_debiased_variant_gets_its_own_row_for_each_comparison_claim():
+    search = {0.01: dict(adam=3, adam_cg=4, adam_cm=9, adam_cm_debiased=2),
+              0.1: dict(adam=6, adam_cg=2, adam_cm=5, adam_cm_debiased=7)}
+    result = search_result(search)
+    result["settings"]["optimizers"] = [*OPTIMIZERS, "adam_cm_debiased"]
+    escape = escape_result({0.01: dict(adam=[0.0, 0.1], adam_cg=[0.1, 0.2], adam_cm=[0.3, 0.5],
+                                       adam_cm_debiased=[0.2, 0.4])}, sharpness=(1, 2))
+    escape["settings"]["optimizers"] = [*OPTIMIZERS, "adam_cm_debiased"]
+    claims = evaluate_claims({"goldstein_price": result, "flat_sharp": escape})
+    assert claims[0].verdict == "holds only at lr 0.01; does NOT hold at lr 0.1"  # the paper's Adam+CM, unchanged
+    gp, ackley, order = claims[5:8]
+    assert gp.statement.startswith("Adam+CM debiased (ours) reaches the global minimum of Goldstein-Price")
+    assert gp.verdict == "holds only at lr 0.1; does NOT hold at lr 0.01"
+    assert "lr 0.1: Adam+CM debiased (ours) 7/49, Adam 6/49, Adam+CG 2/49 runs reach it -> holds" in gp.evidence
+    assert ackley.verdict == "not tested: the experiment has not been run"
+    assert order.verdict == "HOLDS at every learning rate tried"  # 0.3 > 0.15 > 0.05
+    without = evaluate_claims({"goldstein_price": search_result({0.01: dict(adam=3, adam_cg=4, adam_cm=9)})})
+    assert without[5].verdict == "not tested: adam_cm_debiased not among the optimizers run"

@@ -12,7 +12,7 @@ STARTS = torch.tensor([[2.6, -1.7], [0.4, 0.9], [-1.2, 2.2]], dtype=torch.float6
 STEPS = 25
 
 
-@pytest.mark.parametrize("name", ["adam", "adam_cg", "adam_cm", "sam_adam_cm"])
+@pytest.mark.parametrize("name", ["adam", "adam_cg", "adam_cm", "sam_adam_cm", "adam_cm_debiased"])
 def test_runs_batched_in_one_optimizer_equal_the_same_runs_alone(name):
     hyperparameters = optimizer_hyperparameters(name, capacity=3, decay=0.7, rho=0.05)
     noise = gaussian_noise([7, 8, 9], STEPS, 2, std=0.3)
@@ -98,3 +98,21 @@ def test_escape_classification_on_hand_made_trajectories():
     assert escaped(finals, barrier, flat_minimum=-1.0).tolist() == expected
     # mirrored: the flat minimum on the right
     assert escaped(-finals, -barrier, flat_minimum=1.0).tolist() == expected
+
+
+def test_the_debiased_variant_is_cmopt_adam_cm_with_variant_debiased():
+    hyperparameters = optimizer_hyperparameters("adam_cm_debiased", capacity=3, decay=0.7, rho=0.05)
+    assert hyperparameters == {"variant": "debiased", "capacity": 3, "decay": 0.7}
+    noise = gaussian_noise([4], STEPS, 2, std=0.3)
+    path = simulate("adam_cm_debiased", ackley, STARTS[:1], 0.05, STEPS, noise, hyperparameters)[0]
+    p = STARTS[0].clone().requires_grad_(True)
+    optimizer = cmopt.AdamCM([p], lr=0.05, capacity=3, decay=0.7, variant="debiased")
+    expected = [p.detach().clone()]
+    for t in range(STEPS):
+        optimizer.zero_grad()
+        (ackley(p) + noise[0, t] @ p).backward()
+        optimizer.step()
+        expected.append(p.detach().clone())
+    torch.testing.assert_close(path, torch.stack(expected), rtol=0, atol=1e-12)
+    paper = simulate("adam_cm", ackley, STARTS[:1], 0.05, STEPS, noise, dict(capacity=3, decay=0.7))[0]
+    assert torch.equal(paper[1], paper[0]) and not torch.equal(path[1], path[0])  # the paper's first step stalls

@@ -16,6 +16,10 @@ WANDB_ID_NAME = "wandb_id.txt"
 LOGGER_NAMES = ("wandb", "none")
 
 
+class WandbMissingError(UserError, ImportError):
+    """logger=wandb where the wandb package cannot be imported."""
+
+
 class MetricsLog:
     """Appends one JSON line per logged step; on resume first cuts the file back to the checkpoint's length,
     so the lines match an uninterrupted run's. Does nothing on processes other than the main one."""
@@ -60,7 +64,7 @@ def _start_wandb(run_dir: Path, logger_cfg: DictConfig, full_cfg: DictConfig):
     try:
         import wandb
     except ImportError as error:
-        raise UserError(f"logger=wandb needs the wandb package ({error}); install it or pass "
+        raise WandbMissingError(f"logger=wandb needs the wandb package ({error}); install it or pass "
                           "logger=none.") from error
     id_file = run_dir / WANDB_ID_NAME
     if not id_file.exists():  # one id for the run folder: a restarted run continues the same W&B run

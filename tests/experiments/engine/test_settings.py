@@ -69,7 +69,8 @@ def linear_task(cfg, train_size: int = 40) -> Task:
     (["optimizer=sgd", "optimizer.dampening=-1"], "optimizer.dampening=-1 is not valid: it must be a number in [0, 1]"),
     (["optimizer=sam_adam_cm", "optimizer.rho=-0.05"], "optimizer.rho=-0.05 is not valid: it must be a finite number >= 0"),
     (["+optimizer.foo=1"], "Optimizer 'adam_cm' does not take option(s) foo. It takes: lr, betas, eps, weight_decay, "
-                           "capacity, decay, buffer_dtype, foreach, capturable, no_decay_bias_and_norm. If you did "
+                           "capacity, decay, priority, variant, buffer_dtype, foreach, capturable, no_decay_bias_and_norm. "
+                           "If you did "
                            "not set it, an experiment file written for another optimizer did: choose that "
                            "experiment's optimizer, or drop it with ~optimizer.foo."),
     (["optimizer=sam_adam_cm", "optimizer.adaptive=yes"], "optimizer.adaptive=yes is not valid: it must be true or false"),

@@ -79,6 +79,3 @@ def norms(grads: Sequence[torch.Tensor], foreach: bool, values: Sequence[torch.T
             found[i] = total
     return found
 
-
-def any_sharded(tensors: Sequence[torch.Tensor]) -> bool:
-    return any(is_sharded(t) for t in tensors)

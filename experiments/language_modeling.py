@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 from torch import nn
 

@@ -11,7 +11,6 @@ which measures alone (under ddp the main process's own model already is that cop
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -109,6 +108,3 @@ def unsharded_copy(model: nn.Module, strategy: Strategy, trainer_cfg: DictConfig
         return None
     return copy.deepcopy(model)
 
-
-def sum_train(window_sums: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in window_sums.items()}

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 import cmopt
-from tests.cmopt.test_distributed import HALF, IN, OUT, WORLD, _init, _run, batch
+from tests.cmopt.test_distributed import IN, OUT, WORLD, _init, _run, batch
 
 DTYPE = torch.float64
 STEPS = 50

@@ -398,7 +398,8 @@ class Trainer:
     def _restore(self) -> None:
         saved = checkpoint.load_trainer(self.run_dir)
         legacy = saved if "state" not in saved else None  # a single-file checkpoint.pt of earlier versions
-        state = _state_of_legacy(saved, self.run_dir) if legacy is not None else TrainingState.from_state_dict(saved["state"])
+        state = (_state_of_legacy(saved, self.run_dir, self._is_evaluated) if legacy is not None
+                 else TrainingState.from_state_dict(saved["state"]))
         now = _identity(self.cfg)
         differences = _differences(_with_added_settings(saved["config"], now), now)
         if differences:
@@ -518,7 +519,7 @@ class Trainer:
 REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace")
 
 
-def _state_of_legacy(saved: dict[str, Any], run_dir: Path) -> TrainingState:
+def _state_of_legacy(saved: dict[str, Any], run_dir: Path, is_evaluated: Callable[[str], bool]) -> TrainingState:
     """The training state of a single-file checkpoint.pt: its evaluations and training sums rebuilt from
     metrics.jsonl up to the checkpoint (the training sums from the logged averages, as it then did)."""
     import json
@@ -531,7 +532,7 @@ def _state_of_legacy(saved: dict[str, Any], run_dir: Path) -> TrainingState:
                           metrics_bytes=saved["metrics_bytes"])
     steps = 0
     for line in lines:
-        evaluated = {k: v for k, v in line.items() if k.startswith(("val", "test")) or "_val_" in k or "_test_" in k}
+        evaluated = {k: v for k, v in line.items() if is_evaluated(k)}
         if evaluated:
             state.evaluations.append({k: line[k] for k in ("step", "epoch", "stage") if k in line} | evaluated)
         if "train_loss" in line:

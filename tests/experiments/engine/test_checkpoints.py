@@ -1,7 +1,9 @@
 """Checkpoints through torch.distributed.checkpoint: what resumes where.
 
 * A single-file checkpoint.pt written by the engine before it used DCP (a saved fixture: a run SIGKILLed
-  after its step-3 checkpoint) resumes and ends bit for bit where an uninterrupted run ends.
+  after its step-3 checkpoint) resumes and ends where an uninterrupted run ends: bit for bit on the machine
+  that wrote the fixture, to float32 rounding on another CPU (its first 3 steps were computed by that
+  machine's kernels; measured 1.5e-8 on a second machine, while the weights move 1.6e-2 after step 3).
 * A save killed half way leaves the previous complete checkpoint, which resumes exactly.
 * A run killed on 2 processes continues on 1 (and one killed on 1 continues on 2) only when asked
   (trainer.resume_any_world_size=true); with shuffle off every global batch is the same items for any
@@ -31,16 +33,19 @@ LEGACY = ("optimizer=adam", "model.width=4", "trainer.max_steps=40", "trainer.ch
           "trainer.log_interval=2", "trainer.flatness_at_end=false", "trainer.shuffle=true", "run_name=legacy")
 
 
-def test_a_single_file_checkpoint_of_an_earlier_version_resumes_bit_for_bit(tmp_path):
+def test_a_single_file_checkpoint_of_an_earlier_version_resumes_where_an_uninterrupted_run_ends(tmp_path):
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(FIXTURE, resumed_dir)
     assert torch.load(resumed_dir / "checkpoint.pt", weights_only=True)["progress"]["step"] == 3
     cfg = compose_config(*LEGACY)
-    resumed = run(cfg, resumed_dir)
-    straight = run(cfg, tmp_path / "straight")
-    for (name, p), q in zip(resumed.model.state_dict().items(), straight.model.state_dict().values()):
-        assert torch.equal(p, q), name
-    assert metrics_lines(resumed_dir)[-1]["test_acc"] == metrics_lines(tmp_path / "straight")[-1]["test_acc"]
+    saved = torch.load(resumed_dir / "checkpoint.pt", weights_only=True)["model"]
+    resumed = run(cfg, resumed_dir).model.state_dict()
+    straight = run(cfg, tmp_path / "straight").model.state_dict()
+    moved = max(float((resumed[k] - saved[k]).abs().max()) for k in saved)
+    gap = max(float((resumed[k] - straight[k]).abs().max()) for k in saved)
+    assert moved > 1e-3 and gap < 1e-6, f"moved {moved:.2e} after the resume, {gap:.2e} from the uninterrupted run"
+    assert metrics_lines(resumed_dir)[-1]["test_acc"] == pytest.approx(
+        metrics_lines(tmp_path / "straight")[-1]["test_acc"], abs=1e-6)
     assert (resumed_dir / checkpoint.CHECKPOINT_DIR / checkpoint.TRAINER_FILE).exists()  # now saved with DCP
 
 

@@ -5,6 +5,9 @@
 * ZeroRedundancyOptimizer with `priority_group`: AdamCM's priority is summed over the tensors every
   process holds, so ZeRO + AdamCM is AdamCM; its consolidated state dict holds the buffers; without
   `priority_group` it refuses to run a different algorithm.
+* `sam_step` on an FSDP2 model perturbs as under DDP: each process its own full weights with its own
+  gradient (the two processes' perturbed weights differ), equal to DDP's perturbation, and the base
+  optimizer steps from p; SAM and ASAM end where DDP ends.
 * torch.distributed.checkpoint: saved by 2 processes, resumed by 2 (bitwise) and by 1 process.
 
 Measured gaps (float64, 50 steps): up to ~1e-15 relative (the order of the reduce-scatter sum), far
@@ -29,6 +32,7 @@ DTYPE = torch.float64
 STEPS = 50
 CLOSE = dict(rtol=1e-9, atol=1e-11)
 HIDDEN = 15  # odd: the shards of dim 0 are uneven (8 + 7 rows)
+SAM_STEPS = 4  # sam_step under FSDP2 against DDP
 
 
 def hyperparameters(name: str) -> dict:
@@ -164,6 +168,69 @@ def test_capturable_and_compiled_steps_refuse_sharded_parameters_with_the_altern
         assert "capturable=True is not supported on sharded (DTensor) parameters" in messages[0]
         assert "Use capturable=False" in messages[0]
         assert "Step it eagerly" in messages[1]
+
+
+def _sam_step_fsdp_and_ddp(rank: int, port: int, out_dir: str) -> None:
+    """sam_step on the same half batches, FSDP2 and DDP: each run's perturbed full weights every step, its
+    end state, and (fsdp) that the sharded parameters are p again after the step."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    _init(rank, port)
+    try:
+        out = {}
+        for adaptive in (False, True):
+            for strategy in ("fsdp", "ddp"):
+                plain = make_model()
+                model = shard(plain) if strategy == "fsdp" else DistributedDataParallel(plain)
+                opt = cmopt.create_optimizer("sam_adam_cm", model, adaptive=adaptive, **hyperparameters("adam_cm"),
+                                             rho=0.05)
+                perturbed, kept_p = [], []
+                if strategy == "fsdp":
+                    perturb = opt.perturb
+
+                    def record(at=None, perturb=perturb, perturbed=perturbed):
+                        perturb(at)
+                        perturbed.append({n: full(w) for n, w in plain.named_parameters()})
+                    opt.perturb = record
+                else:
+                    first_step = opt.first_step
+
+                    def record(zero_grad=False, first_step=first_step, perturbed=perturbed):
+                        first_step(zero_grad)
+                        perturbed.append({n: full(w) for n, w in plain.named_parameters()})
+                    opt.first_step = record
+                for step in range(SAM_STEPS):
+                    x, y = batch(rank, step)
+                    before = {n: full(w) for n, w in plain.named_parameters()}
+                    base_step = opt.base_optimizer.step
+
+                    def check_p(*args, base_step=base_step, before=before, **kwargs):
+                        kept_p.append(all(torch.equal(full(w), before[n]) for n, w in plain.named_parameters()))
+                        return base_step(*args, **kwargs)
+                    opt.base_optimizer.step = check_p
+                    cmopt.sam_step(opt, model, lambda: nn.functional.cross_entropy(model(x), y))
+                    opt.base_optimizer.step = base_step
+                out[strategy, adaptive] = dict(perturbed=perturbed, kept_p=kept_p,
+                                               end=snapshot(plain, opt.base_optimizer))
+        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sam_step_on_fsdp2_perturbs_each_process_with_its_own_gradient_as_ddp_does(tmp_path):
+    ranks = _run(_sam_step_fsdp_and_ddp, tmp_path)
+    for adaptive in (False, True):
+        for r in ranks:
+            fsdp, ddp = r["fsdp", adaptive], r["ddp", adaptive]
+            assert len(fsdp["perturbed"]) == len(ddp["perturbed"]) == SAM_STEPS
+            assert all(ddp["kept_p"]) and all(fsdp["kept_p"]), "the base optimizer stepped from p + e"
+            for step, (a, b) in enumerate(zip(fsdp["perturbed"], ddp["perturbed"])):
+                for n in b:
+                    torch.testing.assert_close(a[n], b[n], **CLOSE, msg=f"step {step} {n} (adaptive={adaptive})")
+            assert_matches(fsdp["end"], ddp["end"])
+        # Each process its own gradient: the two processes' perturbed weights differ at every step.
+        for a, b in zip(ranks[0]["fsdp", adaptive]["perturbed"], ranks[1]["fsdp", adaptive]["perturbed"]):
+            assert all(not torch.equal(a[n], b[n]) for n in a)
 
 
 # ---- ZeroRedundancyOptimizer ------------------------------------------------------------------------

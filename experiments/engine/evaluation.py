@@ -77,8 +77,8 @@ class Measurements:
     def flatness(self, model: nn.Module) -> dict[str, float]:
         """Top Hessian eigenvalue (and trace, if asked) of the training loss on a fixed batch, in eval mode,
         on the main process (every process calls it: under fsdp gathering the weights is collective)."""
-        if self.unsharded is not None:
-            weights = self.strategy.full_state_dict(model)
+        if self.strategy.shards_parameters:
+            weights = self.strategy.full_state_dict(model)  # collective: every process gathers, main keeps
             if not self.placement.is_main:
                 return {}
             self.unsharded.load_state_dict(weights)
@@ -104,7 +104,7 @@ class Measurements:
 
 def unsharded_copy(model: nn.Module, strategy: Strategy, trainer_cfg: DictConfig, is_main: bool) -> nn.Module | None:
     """Under fsdp, with flatness measured: a copy of the model (before sharding) for the main process."""
-    if strategy.name != "fsdp" or not is_main or not (trainer_cfg.flatness_interval or trainer_cfg.flatness_at_end):
+    if not strategy.shards_parameters or not is_main or not (trainer_cfg.flatness_interval or trainer_cfg.flatness_at_end):
         return None
     return copy.deepcopy(model)
 

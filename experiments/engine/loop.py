@@ -9,10 +9,10 @@ process writes files, except checkpoints, whose shards every process writes.
 
 The pieces: the training state a checkpoint holds (state.py), evaluation and flatness
 (evaluation.py), how parameters are spread over processes (strategy.py: ddp or fsdp), checkpoint
-I/O (checkpoint.py). A training step reads nothing back to the host: the window's losses and
-statistics stay on the device and are read at each log line, where (and before each checkpoint) all
-processes check together that the loss and the weights are finite, so every process stops with the
-same message and a non-finite state is never saved.
+I/O (checkpoint.py), the run's length (length.py) and the NaN rule (finite.py). A training step reads
+nothing back to the host: the window's losses and statistics stay on the device and are read at each
+log line, where (and before each checkpoint) all processes check together that the loss and the weights
+are finite, so every process stops with the same message and a non-finite state is never saved.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ import cmopt
 from experiments.engine import checkpoint, data, distributed, run_record, strategy as strategies
 from experiments.engine.distributed import Placement
 from experiments.engine.evaluation import Measurements, unsharded_copy
+from experiments.engine.finite import FiniteRule, NonFiniteLossError, lower_lr
+from experiments.engine.length import RunLength
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
@@ -46,10 +48,6 @@ from experiments.engine.task import Task, detach, move_to
 from experiments.options import PLACEMENT_KEYS, UserError, check_options
 
 log = logging.getLogger(__name__)
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss (or a weight) became NaN or infinite; the run stops without checkpointing the bad state."""
-
 
 @dataclass
 class TrainResult:
@@ -148,7 +146,11 @@ class Trainer:
         self.batch_size = _per_process_batch_size(self.t.batch_size, placement.world_size)
         self.stages = task.stages
         self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
-        self.epochs, self.total_steps = self._length()
+        self.length = RunLength.of(self.t.epochs, self.t.max_steps, self.batches_per_epoch,
+                                   batch_size=self.t.batch_size, world_size=placement.world_size,
+                                   stage_sizes=[len(d) for d in self.stages])
+        self.epochs, self.total_steps = self.length.epochs, self.length.total_steps
+        self.finite = FiniteRule(cfg.optimizer.lr, run_dir, placement, self.length)  # the NaN rule
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, select=task.select,
                                          **OmegaConf.to_container(cfg.scheduler, resolve=True))
         if self.t.grad_clip:
@@ -183,7 +185,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
             run_record.record_accepted_run(self.cfg, self.run_dir)  # .hydra/ and the log: only for a run it trains
-            log.info("Training %d steps (%s) in %s on %s x%d (%s)%s.", self.total_steps, self._length_in_words(),
+            log.info("Training %d steps (%s) in %s on %s x%d (%s)%s.", self.total_steps, self.length.in_words(),
                      self.run_dir, self.placement.device, self.placement.world_size, self.strategy.name,
                      f", resumed at step {self.state.progress.step}" if resumed else "")
         self.metrics = MetricsLog(self.run_dir, self.cfg.logger, self.cfg, enabled=self.placement.is_main,
@@ -293,7 +295,7 @@ class Trainer:
             {"losses": window.losses(device), "count": torch.as_tensor(window.count, device=device),
              **window.stats}, self.placement)
         losses = sums.pop("losses")
-        self._check_finite(losses, window)
+        self.finite.check_losses(losses, window, self.state.saved_step)
         sums["loss"] = losses.sum()
         self.state.add_train_totals({k: float(v) for k, v in sums.items()})  # exact: the summary's sums
         items = float(sums["count"])
@@ -325,38 +327,6 @@ class Trainer:
             if self.placement.is_main:
                 checkpoint.save_atomically(weights, self.run_dir / checkpoint.BEST_MODEL_NAME)
 
-    def _check_finite(self, losses: torch.Tensor, window: Window) -> None:
-        """Raise NonFiniteLossError naming the first step whose (all-process) loss is not finite."""
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad) == 0:
-            return
-        at = int(bad[0])
-        step, stage, epoch = window.positions[at]
-        raise NonFiniteLossError(
-            f"The training loss is {float(losses[at])} at step {step} ({self._where(stage, epoch)}). "
-            f"{self._advice()}")
-
-    def _advice(self) -> str:
-        fix = f"{self._lower_lr()} or clip gradients (trainer.grad_clip=1.0)."
-        if self.state.saved_step is None:
-            return f"{fix} No checkpoint was written yet; {METRICS_NAME} is kept."
-        # The checkpoint holds this config: a rerun with a change would be refused in this folder.
-        return (f"{fix} The last good checkpoint (step {self.state.saved_step}) and {METRICS_NAME} are kept in "
-                f"{self.run_dir}. A changed config trains in a folder of its own: add run_name=<new name> to "
-                f"the command, or delete {self.run_dir} to start over.")
-
-    def _check_state_finite(self) -> None:
-        """Before a checkpoint: the unlogged losses and every weight finite, on all processes together."""
-        losses = self.window.losses(self.placement.device)
-        weights_ok = torch.stack([_local(p).detach().isfinite().all() for p in self.model.parameters()]).all()
-        sums = distributed.sum_across_processes(
-            {"losses": losses, "weights_bad": (~weights_ok).double()}, self.placement)
-        self._check_finite(sums["losses"], self.window)
-        if float(sums["weights_bad"]) > 0:
-            raise NonFiniteLossError(
-                f"A weight became NaN or infinite by step {self.state.progress.step}, with a finite loss. "
-                f"{self._advice()}")
-
     # ---- outputs ----------------------------------------------------------------------------------
 
     def _record(self, line: dict[str, Any], stage: int, epoch: int) -> None:
@@ -370,19 +340,14 @@ class Trainer:
             self.state.evaluations.append({**position, **{k: v for k, v in line.items() if self._is_evaluated(k)}})
         reported = {k: v for k, v in line.items() if k in REPORTED or self._is_evaluated(k)}
         if self.placement.is_main and any(k != "train_loss" for k in reported):  # an evaluation or flatness
-            log.info("step %d/%d (%s): %s", self.state.progress.step, self.total_steps, self._where(stage, epoch),
-                     _numbers(reported))
-
-    def _where(self, stage: int, epoch: int) -> str:
-        """'epoch 2/4' or 'stage 3/5, epoch 1/1' from 0-based positions."""
-        where = f"epoch {epoch + 1}/{self.epochs}"
-        return where if len(self.stages) == 1 else f"stage {stage + 1}/{len(self.stages)}, {where}"
+            log.info("step %d/%d (%s): %s", self.state.progress.step, self.total_steps,
+                     self.length.where(stage, epoch), _numbers(reported))
 
     def _is_evaluated(self, key: str) -> bool:
         return any(key.startswith(f"{split}_") for split in self.task.eval_data)
 
     def _save_checkpoint(self) -> None:
-        self._check_state_finite()
+        self.finite.check_state(self.model, self.window, self.state.progress.step, self.state.saved_step)
         self.state.first_loss = self._first_loss()  # on every process: it averages over them
         self.state.wall_time_s, self.started = self._wall_time_s(), time.perf_counter()
         self.state.metrics_bytes = self.metrics.size()
@@ -475,44 +440,11 @@ class Trainer:
             return []
         which = "first step's of the last stage" if len(self.stages) > 1 else "first step's"
         return [f"The final training loss ({final:.4g}) is above the {which} ({first:.4g}): the run diverged "
-                f"or did not learn. {self._lower_lr()} or clip gradients (trainer.grad_clip=1.0), in a folder of "
-                "its own (run_name=<new name>)."]
-
-    def _lower_lr(self) -> str:
-        lr = self.cfg.optimizer.lr
-        return f"Lower the learning rate (now {lr:g}), e.g. to a tenth: optimizer.lr={lr / 10:g},"
+                f"or did not learn. {lower_lr(self.cfg.optimizer.lr)} or clip gradients (trainer.grad_clip=1.0), "
+                "in a folder of its own (run_name=<new name>)."]
 
     def _wall_time_s(self) -> float:
         return self.state.wall_time_s + time.perf_counter() - self.started
-
-    def _length(self) -> tuple[int, int]:
-        """(epochs per stage, total steps). trainer.max_steps, when given, decides a single-stage run's length
-        (epochs extend to reach it, as in most trainers); over several stages it only caps the steps."""
-        natural = self.t.epochs * sum(self.batches_per_epoch)
-        if natural == 0:
-            sizes = ", ".join(str(len(d)) for d in self.stages)
-            raise UserError(f"No full batch to train on: trainer.batch_size={self.t.batch_size} over "
-                             f"{self.placement.world_size} process(es) and training set(s) of {sizes} items, "
-                             f"trainer.epochs={self.t.epochs}. Lower the batch size or use more data.")
-        max_steps = self.t.max_steps
-        if max_steps is None or max_steps <= natural:
-            return self.t.epochs, min(natural, max_steps or natural)
-        if len(self.stages) == 1:
-            return -(-max_steps // self.batches_per_epoch[0]), max_steps
-        return self.t.epochs, natural
-
-    def _length_in_words(self) -> str:
-        epochs = f"{self.epochs} epoch(s) of {'+'.join(map(str, self.batches_per_epoch))} steps"
-        if len(self.stages) > 1:
-            epochs += f" per stage, {len(self.stages)} stages"
-        max_steps = self.t.max_steps
-        if max_steps is not None and self.epochs > self.t.epochs:
-            return f"trainer.max_steps={max_steps} decides: {epochs}, trainer.epochs={self.t.epochs} extended"
-        if max_steps is not None and max_steps < self.epochs * sum(self.batches_per_epoch):
-            return f"{epochs}, cut at trainer.max_steps={max_steps}"
-        if max_steps is not None and len(self.stages) > 1 and max_steps > self.total_steps:
-            return f"{epochs}; trainer.max_steps={max_steps} only caps a run of several stages"
-        return epochs
 
 
 # Besides every evaluated metric (<split>_<name>), what an evaluation's log line and the final line show.
@@ -542,10 +474,6 @@ def _state_of_legacy(saved: dict[str, Any], run_dir: Path, is_evaluated: Callabl
                                                       if k.startswith("train_") and isinstance(v, float)}})
             steps = line["step"]
     return state
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _numbers(metrics: dict[str, Any]) -> str:

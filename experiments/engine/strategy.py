@@ -8,14 +8,14 @@
   reduce-scattered. With `trainer.precision=bf16` on GPUs, parameters are gathered in bf16 and
   gradients reduced in fp32 (MixedPrecisionPolicy).
 
-Both offer the same small interface to the engine: the module training passes go through, the
-context for a pass whose gradients stay local, gradient clipping by the global norm, and the
-model's full state dict (for best_model.pt and evaluation-only copies).
+Both offer the same small interface to the engine: the module training passes go through, gradient
+clipping by the global norm, and the model's full state dict (for best_model.pt and flatness's
+unsharded copy). SAM's two passes go through `cmopt.sam_step` under either, which perturbs as the SAM
+paper does: each process with its own gradient.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -29,6 +29,7 @@ class Strategy:
     """The interface; `build(name, ...)` picks the implementation."""
 
     name = ""
+    shards_parameters = False  # True: no process holds the full weights outside a forward or backward pass
 
     def __init__(self, placement: Placement):
         self.placement = placement
@@ -36,10 +37,6 @@ class Strategy:
     def wrap(self, model: nn.Module, shard_units: Sequence[nn.Module], bf16: bool) -> nn.Module:
         """The module training passes go through (`model` itself keeps the parameters)."""
         raise NotImplementedError
-
-    def local_gradients(self, wrapped: nn.Module):
-        """A context for SAM's first pass: under DDP each process keeps its own gradient (no_sync)."""
-        return contextlib.nullcontext()
 
     def clip_gradients(self, model: nn.Module, max_norm: float) -> None:
         """Scale the gradients so that their global L2 norm is at most `max_norm`."""
@@ -61,16 +58,17 @@ class DataParallel(Strategy):
         ids = [self.placement.device.index] if self.placement.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def local_gradients(self, wrapped):
-        return wrapped.no_sync() if hasattr(wrapped, "no_sync") else contextlib.nullcontext()
-
 
 class FullySharded(Strategy):
-    """FSDP2. SAM's first pass reduce-scatters like any other: a sharded parameter is one tensor shared by
-    all processes, so they take one perturbation, from the gradient of the global batch (under DDP each
-    process perturbs its own copy with its own gradient)."""
+    """FSDP2. SAM perturbs as under DDP (`cmopt.sam_step`): a sharded parameter is one tensor shared by all
+    processes, so each process perturbs its own unsharded copy instead. During a SAM step every process
+    holds the full weights and its full local gradient (as under DDP): the first pass's gradient is not
+    reduce-scattered (FSDP2's no_sync, set_requires_gradient_sync(False)), the gathered weights stay
+    unsharded through both passes, the second pass reduce-scatters into the sharded gradients, and
+    resharding drops the perturbed copies, so the base optimizer steps the shards from p."""
 
     name = "fsdp"
+    shards_parameters = True
 
     def wrap(self, model, shard_units, bf16):
         from torch.distributed.device_mesh import init_device_mesh

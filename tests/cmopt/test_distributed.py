@@ -105,17 +105,17 @@ def _snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
     return dict(params=params, groups=groups, state=state)
 
 
-def _run(worker, tmp_path: Path, *args) -> list[dict]:
+def _run(worker, tmp_path: Path, *args, deadline_s: float = DEADLINE_S) -> list[dict]:
     """Run `worker(rank, port, out_dir, *args)` on WORLD spawned processes; return each rank's results."""
     port = _free_port()
     ctx = mp.start_processes(
         worker, args=(port, str(tmp_path), *args), nprocs=WORLD, join=False, start_method="spawn"
     )
-    deadline = time.monotonic() + DEADLINE_S
+    deadline = time.monotonic() + deadline_s
     try:
         while not ctx.join(timeout=1.0):  # re-raises a worker's exception with its traceback
             if time.monotonic() > deadline:
-                pytest.fail(f"distributed workers did not finish within {DEADLINE_S:.0f} s")
+                pytest.fail(f"distributed workers did not finish within {deadline_s:.0f} s")
     finally:
         for process in ctx.processes:
             if process.is_alive():

@@ -5,6 +5,9 @@
 * ZeroRedundancyOptimizer with `priority_group`: AdamCM's priority is summed over the tensors every
   process holds, so ZeRO + AdamCM is AdamCM; its consolidated state dict holds the buffers; without
   `priority_group` it refuses to run a different algorithm.
+* `sam_step` on an FSDP2 model perturbs as under DDP: each process its own full weights with its own
+  gradient (the two processes' perturbed weights differ), equal to DDP's perturbation, and the base
+  optimizer steps from p; SAM and ASAM end where DDP ends.
 * torch.distributed.checkpoint: saved by 2 processes, resumed by 2 (bitwise) and by 1 process.
 
 Measured gaps (float64, 50 steps): up to ~1e-15 relative (the order of the reduce-scatter sum), far
@@ -23,12 +26,13 @@ import torch.distributed as dist
 from torch import nn
 
 import cmopt
-from tests.cmopt.test_distributed import IN, OUT, WORLD, _init, _run, batch
+from tests.cmopt.test_distributed import DEADLINE_S, IN, OUT, WORLD, _init, _run, batch
 
 DTYPE = torch.float64
 STEPS = 50
 CLOSE = dict(rtol=1e-9, atol=1e-11)
 HIDDEN = 15  # odd: the shards of dim 0 are uneven (8 + 7 rows)
+SAM_STEPS = 4  # sam_step under FSDP2 against DDP
 
 
 def hyperparameters(name: str) -> dict:
@@ -111,22 +115,28 @@ def assert_matches(ours: dict, reference: dict, close=CLOSE) -> None:
 # ---- FSDP2 ------------------------------------------------------------------------------------------
 
 
-def _fsdp_every_optimizer(rank: int, port: int, out_dir: str) -> None:
+def _fsdp(rank: int, port: int, out_dir: str) -> None:
+    """One launch for the FSDP2 tests below: every registry name's run, and sam_step against DDP."""
     _init(rank, port)
     try:
-        results = {}
+        every = {}
         for name in cmopt.OPTIMIZER_NAMES:
             model = shard(make_model())
             opt = cmopt.create_optimizer(name, model, **hyperparameters(name))
             train_steps(model, opt, name, range(STEPS), rank)
-            results[name] = snapshot(model, opt)
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+            every[name] = snapshot(model, opt)
+        torch.save(dict(every=every, sam_step=_sam_step_fsdp_and_ddp(rank)), Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_fsdp2_every_optimizer_equals_the_unsharded_one_on_the_global_batch(tmp_path):
-    ranks = _run(_fsdp_every_optimizer, tmp_path)
+@pytest.fixture(scope="module")
+def fsdp_ranks(tmp_path_factory) -> list[dict]:
+    return _run(_fsdp, tmp_path_factory.mktemp("fsdp"), deadline_s=2 * DEADLINE_S)  # two tests' work
+
+
+def test_fsdp2_every_optimizer_equals_the_unsharded_one_on_the_global_batch(fsdp_ranks):
+    ranks = [r["every"] for r in fsdp_ranks]
     for name in cmopt.OPTIMIZER_NAMES:
         model = make_model()
         opt = cmopt.create_optimizer(name, model, **hyperparameters(name))
@@ -164,6 +174,62 @@ def test_capturable_and_compiled_steps_refuse_sharded_parameters_with_the_altern
         assert "capturable=True is not supported on sharded (DTensor) parameters" in messages[0]
         assert "Use capturable=False" in messages[0]
         assert "Step it eagerly" in messages[1]
+
+
+def _sam_step_fsdp_and_ddp(rank: int) -> dict:
+    """sam_step on this process's half batches under FSDP2 and DDP, SAM and ASAM: the perturbed full weights
+    of every step, whether the base optimizer stepped from p, and the end state."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    out = {}
+    for adaptive in (False, True):
+        for strategy in ("fsdp", "ddp"):
+            plain = make_model()
+            model = shard(plain) if strategy == "fsdp" else DistributedDataParallel(plain)
+            opt = cmopt.create_optimizer("sam_adam_cm", model, adaptive=adaptive, rho=0.05,
+                                         **hyperparameters("adam_cm"))
+            perturbed, from_p, at_p = [], [], {}
+
+            def weights():  # under fsdp, inside the step: the process's unsharded copies, registered on `plain`
+                return {n: full(w) for n, w in plain.named_parameters()}
+
+            # fsdp perturbs the unsharded copies (SAM.perturb), ddp its parameters (first_step).
+            moved = "perturb" if strategy == "fsdp" else "first_step"
+            original, base_step = getattr(opt, moved), opt.base_optimizer.step
+
+            def record(*args, original=original, perturbed=perturbed, weights=weights, **kwargs):
+                original(*args, **kwargs)
+                perturbed.append(weights())
+
+            def step_from(*args, base_step=base_step, from_p=from_p, at_p=at_p, weights=weights, **kwargs):
+                from_p.append(all(torch.equal(w, at_p[n]) for n, w in weights().items()))
+                return base_step(*args, **kwargs)
+
+            setattr(opt, moved, record)
+            opt.base_optimizer.step = step_from
+            for step in range(SAM_STEPS):
+                x, y = batch(rank, step)
+                at_p.update(weights())
+                cmopt.sam_step(opt, model, lambda: nn.functional.cross_entropy(model(x), y))
+            opt.base_optimizer.step = base_step
+            out[strategy, adaptive] = dict(perturbed=perturbed, from_p=from_p, end=snapshot(plain, opt.base_optimizer))
+    return out
+
+
+def test_sam_step_on_fsdp2_perturbs_each_process_with_its_own_gradient_as_ddp_does(fsdp_ranks):
+    ranks = [r["sam_step"] for r in fsdp_ranks]
+    for adaptive in (False, True):
+        for r in ranks:
+            fsdp, ddp = r["fsdp", adaptive], r["ddp", adaptive]
+            assert len(fsdp["perturbed"]) == len(ddp["perturbed"]) == SAM_STEPS
+            assert all(ddp["from_p"]) and all(fsdp["from_p"]), "the base optimizer stepped from p + e"
+            for step, (a, b) in enumerate(zip(fsdp["perturbed"], ddp["perturbed"])):
+                for n in b:
+                    torch.testing.assert_close(a[n], b[n], **CLOSE, msg=f"step {step} {n} (adaptive={adaptive})")
+            assert_matches(fsdp["end"], ddp["end"])
+        # Each process its own gradient: the two processes' perturbed weights differ at every step.
+        for a, b in zip(ranks[0]["fsdp", adaptive]["perturbed"], ranks[1]["fsdp", adaptive]["perturbed"]):
+            assert all(not torch.equal(a[n], b[n]) for n in a)
 
 
 # ---- ZeroRedundancyOptimizer ------------------------------------------------------------------------

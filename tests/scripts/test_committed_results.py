@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'scripts'))
-import paper  # noqa: E402
-import collect_results  # noqa: E402
+from experiments.reporting.collect import collect
+from experiments.reporting.definitions import definitions, sweeps
+from experiments.reporting.runs import collect_runs
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "results" / "paper_mini"
@@ -100,8 +99,8 @@ def committed_files(folder: Path, name: str) -> list[str]:
 @pytest.mark.parametrize("name", [pytest.param(p.name, marks=pytest.mark.xfail(reason=STALE[p.name], strict=True))
                                   if p.name in STALE else p.name for p in sorted(MINI.iterdir()) if p.is_dir()])
 def test_a_mini_result_regenerates_byte_for_byte_from_its_runs(name, tmp_path, monkeypatch):
-    definition = paper.definitions()[name]
-    runners = {runner for runner, _ in paper.sweeps(definition, mini=True)}
+    definition = definitions()[name]
+    runners = {runner for runner, _ in sweeps(definition, mini=True)}
     committed = MINI / name
     runs = rebuild_runs(committed, tmp_path, runners.pop() if len(runners) == 1 else None)
     for run_dir, row in runs.items():  # the runs' own heat-map, which collect copies
@@ -109,7 +108,7 @@ def test_a_mini_result_regenerates_byte_for_byte_from_its_runs(name, tmp_path, m
         if png.is_file():
             (run_dir / "accuracy_matrix.png").write_bytes(png.read_bytes())
     monkeypatch.chdir(tmp_path)  # run_dir and source paths are shown relative to where collect runs
-    out = collect_mini(name, definition, tmp_path, monkeypatch)
+    out = collect(tmp_path, name, definition, mini=True)
     assert committed_files(out, name) == committed_files(committed, name)
     for file in committed_files(committed, name):
         assert (out / file).read_bytes() == (committed / file).read_bytes(), f"{name}/{file}"
@@ -124,12 +123,7 @@ def test_a_synthetic_sweep_regenerates_byte_for_byte_from_its_runs(folder, tmp_p
     committed = REPO / "results" / folder
     rebuild_runs(committed, tmp_path, folder.removesuffix("_synthetic"))
     monkeypatch.chdir(tmp_path)
-    collect_results.main([SYNTHETIC[folder], "--out", "out"])
+    collect_runs([Path(SYNTHETIC[folder])], Path("out"))  # what scripts/collect_results.py runs
     for file in ("runs.csv", "table.md"):
         assert (tmp_path / "out" / file).read_bytes() == (committed / file).read_bytes(), f"{folder}/{file}"
 
-
-def collect_mini(name, definition, root, monkeypatch):
-    monkeypatch.setattr(paper, "OUTPUT", root)
-    monkeypatch.setattr(paper, "REPO", root)
-    return paper.collect(name, definition, mini=True)

@@ -10,8 +10,10 @@ Runs whose summary status is not "finished" are skipped with a warning.
 
 Every runner's folders work: the "data" column is dataset.name (image classification, language
 modelling) or benchmark.name (online learning). The table shows the metrics the runs have, each with
-one number format for its mean and its std (experiments.reporting.runs.TABLE_METRICS, where the logic is).
+one number format for its mean and its std (see TABLE_METRICS).
 """
+
+# The logic, TABLE_METRICS included, is experiments.reporting.runs; this file is its command line.
 
 from __future__ import annotations
 

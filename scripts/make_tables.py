@@ -17,8 +17,10 @@ seeds and the selected values. The validation metric and its direction are the r
 A run that failed (a NaN loss, a crash) or never finished is not averaged silently: a candidate with
 such runs, or with fewer seeds than `--seeds` (default: the most seeds any candidate has), is marked,
 and candidates whose runs all finished are preferred. Writes <out>/table.md and <out>/selection.csv
-(every candidate with its validation score, the chosen one flagged). The logic is experiments.reporting.select.
+(every candidate with its validation score, the chosen one flagged).
 """
+
+# The logic is experiments.reporting.select; this file is its command line.
 
 from __future__ import annotations
 

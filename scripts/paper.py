@@ -10,8 +10,10 @@ A definition's `sweeps` are Hydra multiruns of one runner (every run is also rep
 command line); runs land in runs/paper[_mini]/<name>/<sweep>/<overrides>. `collect` chooses every tuned
 value on validation (scripts/make_tables.py) and draws the definition's figures. `--mini` runs the
 definition's `mini` sweeps: the same pipeline at toy scale on embedded data, a check of the pipeline and
-never the paper's numbers. The logic is the package experiments.reporting.
+never the paper's numbers.
 """
+
+# The logic is the package experiments.reporting; this file is its command line.
 
 from __future__ import annotations
 

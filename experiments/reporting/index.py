@@ -82,5 +82,6 @@ def write_index(root: Path, found: dict[str, dict]) -> Path:
                   "(image_classification_synthetic/), [language_modeling_synthetic/](language_modeling_synthetic/),"
                   " [online_learning_synthetic/](online_learning_synthetic/))."]
     path = root / "results" / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -45,7 +45,7 @@ def selection_for(runs: list[dict]) -> Selection:
     """The runs' own select (metric, mode), one for all of them, with what their table reports."""
     selects = {(r["settings"].get("select.metric"), r["settings"].get("select.mode")) for r in runs}
     if len(selects) > 1:
-        raise ResultsError(f"these runs select on different metrics ({', '.join(map(str, sorted(selects)))}): "
+        raise ResultsError(f"these runs select on different metrics ({', '.join(sorted(map(str, selects)))}): "
                            "make one table per runner, passing each runner's run folders.")
     [(metric, mode)] = selects
     if metric is None or mode not in ("min", "max"):

@@ -218,3 +218,44 @@ def test_collect_prints_each_runs_warning_once(tmp_path, monkeypatch, capsys):
     collect.collect(tmp_path, "t", definition, mini=True)
     err = capsys.readouterr().err
     assert err.count("loss rose in seed 0") == 1 and err.count("loss rose in seed 1") == 1
+
+
+# ---- measure -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runner, experiment", [("image_classification", "synthetic"),
+                                                ("language_modeling", "synthetic_lm")])
+def test_measure_times_the_runners_own_task_and_scales_the_batch(runner, experiment, tmp_path, monkeypatch):
+    """The model and batch timed are those of the runner's build_task (the text model with its carried state);
+    a clock that advances one second a call makes every step last exactly 1 s, so the recorded time is the
+    batch scaling alone: batch_size / max_batch."""
+    import importlib
+    import json
+    import types
+
+    from hydra import compose as compose_config
+
+    from experiments.reporting import measure
+
+    module, built = importlib.import_module(f"experiments.{runner}"), []
+    build_task = module.build_task
+
+    def recording(cfg):
+        task = build_task(cfg)
+        built.append((task, [p.detach().clone() for p in task.model.parameters()]))
+        return task
+
+    monkeypatch.setattr(module, "build_task", recording)
+    clock = iter(range(1_000_000))
+    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    path = tmp_path / "step_times.json"
+    path.write_text(json.dumps({"other/experiment": {"gpu": 1.0}}))
+    measure.measure([(runner, experiment)], "cpu", max_batch=4, steps=2, path=path)
+    with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
+        batch_size = compose_config(runner, overrides=[f"experiment={experiment}"]).trainer.batch_size
+    [(task, before)] = built
+    assert any(not p.equal(b) for p, b in zip(task.model.parameters(), before))  # the runner's model stepped
+    measured = json.loads(path.read_text())
+    [(label, seconds)] = measured[f"{runner}/{experiment}"].items()
+    assert label.startswith("cpu (") and seconds == pytest.approx(batch_size / 4)
+    assert measured["other/experiment"] == {"gpu": 1.0}  # other entries are kept

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from experiments.reporting import ResultsError, one_line_errors
 from experiments.reporting.collect import collect
-from experiments.reporting.definitions import REPO, definitions, experiments_of, shown
+from experiments.reporting.definitions import REPO, definitions, experiments_of, in_repository
 from experiments.reporting.index import STEP_TIMES, listing, write_index
 from experiments.reporting.launch import run
 from experiments.reporting.measure import measure
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "list":
         return print("\n".join(listing(root, known)))
     if args.command == "index":
-        return print(f"wrote {shown(write_index(root, known))}")
+        return print(f"wrote {in_repository(write_index(root, known))}")
     if args.command == "measure":
         names = args.names or [n for n in known if n != "overhead"]
     else:
@@ -63,14 +63,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown result {unknown[0]!r}; the definitions are: {', '.join(known)}, all")
     if args.command == "measure":
         wanted = set().union(*(experiments_of(known[n]) for n in names))
-        return print(f"wrote {shown(measure(wanted, args.device, args.max_batch, args.steps, STEP_TIMES))}")
+        written = measure(wanted, args.device, args.max_batch, args.steps, STEP_TIMES)
+        return print(f"wrote {in_repository(written)}")
     started, failed = time.perf_counter(), []
     for name in names:
         if args.command == "run":
             run(root, name, known[name], args.mini, args.launcher)
         if args.command == "collect" or args.launcher == "local":
             try:
-                print(f"[{name}] collected in {shown(collect(root, name, known[name], args.mini))}")
+                print(f"[{name}] collected in {in_repository(collect(root, name, known[name], args.mini))}")
             except ResultsError as error:  # one result without runs does not stop the others
                 print(f"[{name}] error: {error}", file=sys.stderr)
                 failed.append(name)

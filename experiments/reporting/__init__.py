@@ -28,7 +28,7 @@ class ResultsError(UserError):
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """A command's UserError (ResultsError, or a runner's own, e.g. missing data) as `error: ...` and exit 1."""
+    """A command's UserError (ResultsError, or a runner's own: missing data) as `error: ...`, and exit 1."""
     try:
         yield
     except UserError as error:

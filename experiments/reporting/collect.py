@@ -8,10 +8,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from experiments.reporting import ResultsError
-from experiments.reporting.definitions import results_dir, runs_dir
-from experiments.reporting.definitions import shown as in_repository
-from experiments.reporting.figures import copy_accuracy_matrices, draw_ablation, draw_curves, draw_lr_sensitivity
-from experiments.reporting.runs import attempted_runs, finished_runs, load_attempt, shown, varying_settings, write_csv
+from experiments.reporting.definitions import in_repository, results_dir, runs_dir
+from experiments.reporting.figures import (copy_accuracy_matrices, draw_ablation, draw_curves,
+                                           draw_lr_sensitivity)
+from experiments.reporting.runs import (attempted_runs, finished_runs, load_attempt, shown, varying_settings,
+                                        write_csv)
 from experiments.reporting.select import make_tables
 
 MINI_BANNER = "**Pipeline check at toy scale on embedded data, not the paper's numbers.**"

@@ -48,7 +48,8 @@ def run_count(definition: dict, mini: bool) -> int:
 
 def experiments_of(definition: dict) -> set[tuple[str, str]]:
     """(runner, experiment) of every run of the definition's full sweeps."""
-    return {(runner, experiment) for runner, grid in sweeps(definition, mini=False) for experiment in grid["experiment"]}
+    return {(runner, experiment)
+            for runner, grid in sweeps(definition, mini=False) for experiment in grid["experiment"]}
 
 
 def runs_dir(root: Path, name: str, mini: bool) -> Path:
@@ -59,7 +60,7 @@ def results_dir(root: Path, name: str, mini: bool) -> Path:
     return root / "results" / ("paper_mini" if mini else "paper") / name
 
 
-def shown(path: Path) -> str:
+def in_repository(path: Path) -> str:
     """A path relative to the repository when inside it (what the commands and messages show)."""
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 

@@ -1,4 +1,4 @@
-"""A definition's sweeps as Hydra multiruns of its runners (every run is also reproducible by its own command)."""
+"""A definition's sweeps as Hydra multiruns of its runners (each run reproducible by its own command)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.reporting.definitions import REPO, override_value, runs_dir, shown, sweeps
+from experiments.reporting.definitions import REPO, in_repository, override_value, runs_dir, sweeps
 
 
 def commands(root: Path, name: str, definition: dict, mini: bool, launcher: str) -> list[list[str]]:
@@ -14,7 +14,7 @@ def commands(root: Path, name: str, definition: dict, mini: bool, launcher: str)
     result = []
     for index, (runner, grid) in enumerate(sweeps(definition, mini)):
         argv = [sys.executable, "-m", f"experiments.{runner}", "-m",
-                f"hydra.sweep.dir={shown(runs_dir(root, name, mini))}/{index}"]
+                f"hydra.sweep.dir={in_repository(runs_dir(root, name, mini))}/{index}"]
         if launcher == "slurm":
             argv.append("hydra/launcher=slurm")
         argv += [f"{key}={','.join(override_value(v) for v in values)}" for key, values in grid.items()]

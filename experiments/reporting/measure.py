@@ -36,7 +36,8 @@ def step_seconds(runner: str, experiment: str, device: str, max_batch: int, step
     if isinstance(stage, BatchStream):
         batch = stage.batches(batch_size, 0, 1)[0]
     else:
-        batch = next(iter(torch.utils.data.DataLoader(stage, batch_size=batch_size, collate_fn=task.collate_fn)))
+        loader = torch.utils.data.DataLoader(stage, batch_size=batch_size, collate_fn=task.collate_fn)
+        batch = next(iter(loader))
     batch = move_to(batch, torch.device(device))
     optimizer = cmopt.create_optimizer("adam_cm", model, lr=1e-4)
     times = []
@@ -54,7 +55,8 @@ def step_seconds(runner: str, experiment: str, device: str, max_batch: int, step
     return statistics.median(times[1:]) * cfg.trainer.batch_size / batch_size
 
 
-def measure(experiments: Iterable[tuple[str, str]], device: str, max_batch: int, steps: int, path: Path) -> Path:
+def measure(experiments: Iterable[tuple[str, str]], device: str, max_batch: int, steps: int,
+            path: Path) -> Path:
     """Add each (runner, experiment)'s step time on this device to the JSON at `path`, keyed
     "<runner>/<experiment>" and then by the device, and rewrite it."""
     import torch

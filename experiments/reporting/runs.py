@@ -1,4 +1,4 @@
-"""Run folders read once: each run's identity, settings and summary; one CSV row a run; mean ± std over seeds.
+"""Run folders: each run's identity, settings and summary; one CSV row a run; mean ± std over seeds.
 
 A run folder holds config.yaml (what ran) and, once it finished, summary.json. Runs are grouped by
 data x model x optimizer (IDENTITY) and by every other setting that differs inside such a group, so different
@@ -133,7 +133,7 @@ def load_run(run_dir: Path, warn: bool = True) -> dict | None:
 
 
 def load_attempt(run_dir: Path) -> dict:
-    """A run as load_run sees it, with "failed": False; or, for a failed one, its identity from config.yaml."""
+    """A run as load_run sees it, with "failed": False; or a failed one, its identity from config.yaml."""
     run = load_run(run_dir) if (run_dir / "summary.json").is_file() else None
     if run is not None:
         return {**run, "failed": False}

@@ -24,10 +24,6 @@ from experiments.reporting.runs import collect_runs
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "results" / "paper_mini"
 NOT_REBUILDABLE = {("ptb", "curves.png")}
-# Collected by older code, so today's code makes other files from the same runs: ptb's mini runs selected on
-# select.metric=best_val_ppl, which today's tables no longer know as language modelling's ("Runs:", not
-# "Language modelling:"). `python scripts/paper.py run ptb --mini` makes it anew; then this entry goes.
-STALE = {"ptb": "collected before select.metric=val_ppl: rerun `python scripts/paper.py run ptb --mini`"}
 
 
 def _value(text: str):
@@ -96,8 +92,7 @@ def committed_files(folder: Path, name: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if (name, p.name) not in NOT_REBUILDABLE)
 
 
-@pytest.mark.parametrize("name", [pytest.param(p.name, marks=pytest.mark.xfail(reason=STALE[p.name], strict=True))
-                                  if p.name in STALE else p.name for p in sorted(MINI.iterdir()) if p.is_dir()])
+@pytest.mark.parametrize("name", sorted(p.name for p in MINI.iterdir() if p.is_dir()))
 def test_a_mini_result_regenerates_byte_for_byte_from_its_runs(name, tmp_path, monkeypatch):
     definition = definitions()[name]
     runners = {runner for runner, _ in sweeps(definition, mini=True)}
@@ -114,8 +109,8 @@ def test_a_mini_result_regenerates_byte_for_byte_from_its_runs(name, tmp_path, m
         assert (out / file).read_bytes() == (committed / file).read_bytes(), f"{name}/{file}"
 
 
-SYNTHETIC = {"image_classification_synthetic": "runs/synthetic", "language_modeling_synthetic": "runs/synthetic_lm",
-             "online_learning_synthetic": "runs/synthetic_tasks"}
+SYNTHETIC = {"image_classification_synthetic": "runs/synthetic",  # the runs' folder when they were collected
+             "language_modeling_synthetic": "runs/synthetic_lm", "online_learning_synthetic": "runs/synthetic_tasks"}
 
 
 @pytest.mark.parametrize("folder", sorted(SYNTHETIC))

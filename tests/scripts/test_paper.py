@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 import cmopt
 
 from experiments.reporting import collect, definitions, figures, launch, select
+from experiments.reporting.definitions import override_value
 
 REPO = Path(__file__).resolve().parents[2]
 DEFINITIONS = definitions.definitions()
@@ -41,9 +42,9 @@ def test_every_definition_composes_with_its_runner(name, mini):
         variants = [first, *({**first, "experiment": value} for value in grid.get("experiment", [])[1:])]
         with initialize_config_dir(config_dir=str(REPO / "configs" / runner), version_base="1.3"):
             # What Hydra's sweeper composes before any job: the runner's defaults with the keys not swept.
-            compose(runner, overrides=[f"{k}={definitions.override_value(v[0])}" for k, v in grid.items() if len(v) == 1])
+            compose(runner, overrides=[f"{k}={override_value(v[0])}" for k, v in grid.items() if len(v) == 1])
             for variant in variants:
-                cfg = compose(runner, overrides=[f"{k}={definitions.override_value(v)}" for k, v in variant.items()])
+                cfg = compose(runner, overrides=[f"{k}={override_value(v)}" for k, v in variant.items()])
                 assert cfg.optimizer.name == variant["optimizer"]
                 if mini and definition["tune"]:  # selection needs a validation split of embedded data
                     if runner == "image_classification":

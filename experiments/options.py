@@ -1,6 +1,6 @@
 """Config options: which keys leave a run's result alone, and checks of option names and values.
 
-Torch-free, so scripts/collect_results.py imports it as cheaply as the engine does.
+Torch-free, so experiments.reporting (scripts/collect_results.py) imports it as cheaply as the engine does.
 """
 
 from __future__ import annotations

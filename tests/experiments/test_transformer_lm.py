@@ -1,0 +1,144 @@
+"""model=transformer in the language-modelling runner, on the embedded Markov-chain text.
+
+* The model: causal (a position's logits ignore later tokens), tied embeddings, its blocks are FSDP's units.
+* The windows: training windows are contiguous block_size + 1 tokens; evaluation scores every token once,
+  so the split's perplexity equals a plain token-by-token computation.
+* Bits per byte: nats per token / (ln 2 x bytes per token), bytes counted by hand.
+* It learns: validation perplexity within 10% of the chain's true perplexity.
+* Bad settings (n_embd not divisible by n_head, a block longer than a split): one message, exit 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from experiments.data.text import (IGNORED, EvaluationWindows, RandomWindows, TokenStream, build_text_corpus,
+                                   word_bytes)
+from experiments.language_modeling import build_task, run
+from experiments.models import shard_units
+from experiments.models.language import build_language_model
+from tests.experiments.image_runner_helpers import compose_runner_config, metrics_lines, run_cli
+
+RUNNER = "experiments.language_modeling"
+# 2,000 training tokens, windows of 16: 124 windows per epoch, 15 steps of 8.
+TINY = ("experiment=synthetic_transformer", "dataset.train_tokens=2000", "dataset.eval_tokens=400",
+        "model.n_layer=2", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "trainer.batch_size=8",
+        "trainer.eval_batch_size=8", "trainer.flatness_batch_size=4", "trainer.flatness_max_iter=5",
+        "scheduler.warmup_steps=3")
+
+
+def config(*overrides: str):
+    return compose_runner_config("language_modeling", *TINY, *overrides)
+
+
+def tiny_model(**options):
+    return build_language_model("transformer", vocab_size=11, **{"n_layer": 2, "n_head": 2, "n_embd": 8,
+                                                                 "block_size": 6, **options})
+
+
+def test_a_position_sees_only_itself_and_the_past():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    tokens = torch.randint(11, (2, 6))
+    changed = tokens.clone()
+    changed[:, 4:] = (changed[:, 4:] + 1) % 11  # only positions 4 and 5 differ
+    a, b = model(tokens), model(changed)
+    assert a.shape == (2, 6, 11)
+    torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 4], b[:, 4])
+
+
+def test_the_output_layer_is_the_token_embedding_and_each_block_is_a_shard_unit():
+    model = tiny_model(n_layer=3)
+    assert model.decoder.weight is model.token_embedding.weight
+    assert shard_units(model) == list(model.blocks) and len(model.blocks) == 3
+    # GPT-2 small: 124M parameters with GPT-2's 50,257 tokens (counted once where tied).
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        gpt2 = build_language_model("transformer", vocab_size=50257)
+    assert sum(p.numel() for p in gpt2.parameters()) == 124_439_808
+
+
+def test_training_windows_are_contiguous_and_evaluation_scores_every_token_once():
+    stream = TokenStream(torch.arange(100, 150), bptt=35, split="valid")
+    torch.manual_seed(0)
+    train = RandomWindows(stream, block_size=8)
+    assert len(train) == 49 // 8
+    for _ in range(20):
+        inputs, targets = train[0]
+        assert inputs.dtype == torch.long and inputs.shape == targets.shape == (8,)
+        assert torch.equal(targets, inputs + 1) and 100 <= int(inputs[0]) <= 150 - 9  # contiguous, in range
+    windows = EvaluationWindows(stream, block_size=8)
+    assert len(windows) == math.ceil(49 / 8)  # 7 windows, the last one overlapping the sixth
+    scored = [t[t != IGNORED] for _, t in (windows[k] for k in range(len(windows)))]
+    assert torch.equal(torch.cat(scored), torch.arange(101, 150))
+    inputs, targets = windows[6]
+    assert torch.equal(inputs, torch.arange(141, 149)) and (targets[:7] == IGNORED).all()
+
+
+def test_evaluation_perplexity_and_bits_per_byte_equal_a_token_by_token_computation(tmp_path):
+    cfg = config("trainer.max_steps=4", "trainer.flatness_at_end=false")
+    result = run(cfg, tmp_path).summary
+    task = build_task(cfg)
+    task.model.load_state_dict(torch.load(tmp_path / "best_model.pt", weights_only=True))
+    task.model.eval()
+    ids = build_text_corpus(**cfg.dataset, bptt=cfg.bptt).valid.ids
+    block = cfg.model.block_size
+    nats, text_bytes = 0.0, 0.0
+    with torch.no_grad():  # every token t >= 1 scored with the (up to) block tokens before it, one at a time
+        for t in range(1, len(ids)):
+            start = min((t - 1) // block * block, len(ids) - 1 - block)  # its EvaluationWindows window
+            context = ids[start: t].long()[None]
+            logits = task.model(context)[0, -1].double()
+            nats -= float(torch.log_softmax(logits, -1)[ids[t]])
+            text_bytes += len(f"w{int(ids[t])}") + 1  # the word and the space after it
+    n = len(ids) - 1
+    assert result["final_val_ppl"] == pytest.approx(math.exp(nats / n), rel=1e-5)
+    assert result["final_val_bpb"] == pytest.approx(nats / math.log(2) / text_bytes, rel=1e-5)
+    assert result["dataset_tokenizer"] == "words"
+
+
+def test_word_bytes_count_each_word_and_its_separator():
+    assert word_bytes(("the", "<eos>", "café", "<unk>")).tolist() == [4, 0, 6, 6]
+
+
+@pytest.mark.slow  # 25 s on 2 busy cores
+def test_the_tiny_transformer_learns_the_chain_to_near_its_true_perplexity(tmp_path):
+    cfg = compose_runner_config("language_modeling", "experiment=synthetic_transformer", "optimizer=adam",
+                                "trainer.flatness_at_end=false")
+    result = run(cfg, tmp_path).summary
+    true_ppl = result["dataset_true_ppl"]
+    print(f"transformer: best val ppl {result['best_val_ppl']:.3f}, test {result['test_ppl']:.3f}, "
+          f"true {true_ppl:.3f}, unigram {result['dataset_unigram_ppl']:.1f}")
+    assert result["best_val_ppl"] < 1.10 * true_ppl and result["test_ppl"] < 1.10 * true_ppl
+    assert result["best_val_ppl"] >= 0.97 * true_ppl
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("model.n_head=3",), r"model.n_embd=16 must be divisible by model.n_head=3"),
+    (("model.block_size=400",), r"model.block_size=400 is longer than the valid split \(400 tokens\)"),
+    (("model.block_size=0",), r"model.block_size=0 must be a positive integer"),
+])
+def test_bad_settings_are_refused_with_the_value_named(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(config(*overrides), tmp_path)
+
+
+@pytest.mark.slow  # a process start (the in-process test above checks the message)
+def test_on_the_command_line_a_bad_setting_is_one_message_and_exit_1(tmp_path):
+    done = run_cli(*TINY, "model.n_head=3", f"runs_dir={tmp_path}", runner=RUNNER)
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: model.n_embd=16 must be divisible by model.n_head=3")
+    assert "Traceback" not in done.stderr
+
+
+def test_every_step_logs_perplexity_and_bits_per_byte(tmp_path):
+    run(config("trainer.max_steps=6", "trainer.log_interval=3", "trainer.eval_interval=3",
+               "trainer.flatness_at_end=false"), tmp_path)
+    lines = [line for line in metrics_lines(tmp_path) if "val_ppl" in line]
+    assert [line["step"] for line in lines] == [3, 6]
+    for line in lines:
+        assert line["val_bpb"] == pytest.approx(line["val_loss"] / math.log(2) / line["val_bytes_per_token"])
+        assert line["train_ppl"] == pytest.approx(math.exp(line["train_loss"]))

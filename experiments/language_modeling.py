@@ -43,12 +43,14 @@ class TokenLoss:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor):
         scored = targets != IGNORED
+        count = scored.sum()
+        # The sum over the count (at least 1): a batch that scores nothing has loss 0, not nan.
         loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                           ignore_index=IGNORED)
+                                           ignore_index=IGNORED, reduction="sum") / count.clamp(min=1)
         if targets.device not in self.on_device:
             self.on_device[targets.device] = self.token_bytes.to(targets.device)
         text_bytes = (self.on_device[targets.device][targets.clamp(min=0)] * scored).sum()  # no host sync
-        return loss, scored.sum(), {"bytes_per_token": text_bytes}
+        return loss, count, {"bytes_per_token": text_bytes}
 
     def recurrent(self, model: nn.Module, batch, hidden):
         """An LSTM's window (time, batch): the three, and the next hidden state."""

@@ -112,10 +112,14 @@ class RandomWindows(Dataset):
         return window[:-1], window[1:]
 
 
-class EvaluationWindows(Dataset):
+class EvaluationWindows:
     """Evaluation windows: window k starts at k * block_size, so every token after the first is scored once
     (with up to block_size tokens of context); the last window ends at the split's end and leaves the targets
-    earlier windows scored as IGNORED."""
+    earlier windows scored as IGNORED.
+
+    A BatchStream: each global batch of windows is split over the processes, so all of them take the same
+    number of forward passes (fsdp's are collective); a process left without a window of the last batch
+    gets one whose targets are all IGNORED."""
 
     def __init__(self, stream: TokenStream, block_size: int):
         _check_block_size(stream, block_size)
@@ -130,6 +134,26 @@ class EvaluationWindows(Dataset):
         targets = window[1:].clone()
         targets[: k * self.block_size - start] = IGNORED
         return window[:-1], targets
+
+    def batches(self, batch_size: int, rank: int, world_size: int) -> list:
+        shares = [np.array_split(np.arange(s, min(s + batch_size, len(self))), world_size)[rank]
+                  for s in range(0, len(self), batch_size)]
+        return _LazyBatches(self, shares)
+
+
+class _LazyBatches(Sequence):
+    def __init__(self, windows: EvaluationWindows, shares: list[np.ndarray]):
+        self.windows, self.shares = windows, shares
+
+    def __len__(self) -> int:
+        return len(self.shares)
+
+    def __getitem__(self, i: int):
+        items = [self.windows[int(k)] for k in self.shares[i]]
+        if not items:  # nothing left for this process: a window that scores nothing
+            inputs, targets = self.windows[0]
+            items = [(inputs, torch.full_like(targets, IGNORED))]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
 @dataclass(frozen=True)

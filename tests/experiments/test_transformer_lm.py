@@ -200,3 +200,21 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path, optimizer):
     assert_same_training_state(a, b)
     assert without_timings(summary(a)) == without_timings(summary(b))
     assert [without_timings(x) for x in metrics_lines(a)] == [without_timings(x) for x in metrics_lines(b)]
+
+
+def test_the_word_level_files_train_the_transformer_too(tmp_path):
+    # PTB's format (words, <eos> per line), written here: the transformer reads its token stream in windows.
+    rng = torch.Generator().manual_seed(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "<unk>"]
+    for split, lines in (("train", 200), ("valid", 20), ("test", 20)):
+        text = "\n".join(" ".join(words[int(i)] for i in torch.randint(len(words), (8,), generator=rng))
+                         for _ in range(lines))
+        (tmp_path / "ptb").mkdir(exist_ok=True)
+        (tmp_path / "ptb" / f"ptb.{split}.txt").write_text(text + "\n")
+    model = [o for o in TINY if o.startswith(("model.", "trainer."))]
+    cfg = compose_runner_config("language_modeling", "experiment=synthetic_transformer", "dataset=ptb", *model,
+                                f"data_dir={tmp_path}", "trainer.max_steps=3", "trainer.flatness_at_end=false")
+    result = run(cfg, tmp_path / "run").summary
+    assert result["status"] == "finished" and result["dataset_vocab_size"] == 8  # 7 words and <eos>
+    # Words of 1-5 letters and their separators; <eos> stands for nothing more.
+    assert 2 < result["val_bytes_per_token"] < 6 and result["val_bpb"] > 0

@@ -218,3 +218,41 @@ def test_the_word_level_files_train_the_transformer_too(tmp_path):
     assert result["status"] == "finished" and result["dataset_vocab_size"] == 8  # 7 words and <eos>
     # Words of 1-5 letters and their separators; <eos> stands for nothing more.
     assert 2 < result["val_bytes_per_token"] < 6 and result["val_bpb"] > 0
+
+
+def interpolated_bigram_perplexity(train: torch.Tensor, valid: torch.Tensor, test: torch.Tensor, vocab: int):
+    """Test perplexity of λ P(b | a) + (1 - λ) P(b) from the training counts (P(b) add-one smoothed), λ chosen
+    on valid from 0, 0.05, ..., 0.95; and that λ."""
+    train, valid, test = (x.long() for x in (train, valid, test))
+    pairs = torch.zeros(vocab, vocab, dtype=torch.float64).index_put_(
+        (train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), accumulate=True)
+    unigram = (torch.bincount(train, minlength=vocab).double() + 1) / (len(train) + vocab)
+    conditional = pairs / pairs.sum(1, keepdim=True).clamp(min=1)
+
+    def perplexity(ids, lam):
+        return math.exp(-float((lam * conditional[ids[:-1], ids[1:]] + (1 - lam) * unigram[ids[1:]]).log().mean()))
+
+    lam = min((k / 20 for k in range(20)), key=lambda k: perplexity(valid, k))
+    return perplexity(test, lam), lam
+
+
+@pytest.mark.slow  # about 5 minutes on 2 idle cores: 400 steps of windows of 128
+def test_on_real_text_the_transformer_beats_an_interpolated_bigram(tmp_path):
+    # Real text at hand offline: this repository's README, docs and Python sources (430 kB), as a text folder.
+    repo = Path(__file__).resolve().parents[2]
+    for path in [repo / "README.md", *(repo / "docs").glob("*.md"), *(repo / "cmopt").glob("*.py"),
+                 *(repo / "experiments").rglob("*.py")]:
+        (tmp_path / "text" / path.relative_to(repo).with_suffix(".txt")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "text" / path.relative_to(repo).with_suffix(".txt")).write_text(path.read_text())
+    data = ("dataset=text_folder", f"dataset.root={tmp_path / 'text'}", "dataset.vocab_size=1024",
+            "dataset.valid_fraction=0.02", "dataset.test_fraction=0.02")
+    cfg = compose_runner_config("language_modeling", "experiment=synthetic_transformer", *data, "optimizer=adam",
+                                "optimizer.lr=3e-3", "model.n_embd=128", "model.n_head=4", "model.block_size=128",
+                                "model.dropout=0.1", "trainer.epochs=5", "trainer.flatness_at_end=false")
+    result = run(cfg, tmp_path / "run").summary
+    corpus = build_text_corpus(**cfg.dataset, bptt=cfg.bptt)
+    bigram, lam = interpolated_bigram_perplexity(corpus.train.ids, corpus.valid.ids, corpus.test.ids, corpus.vocab_size)
+    print(f"real text ({result['dataset_train_tokens']} training tokens, BPE 1024): transformer test ppl "
+          f"{result['test_ppl']:.2f} ({result['test_bpb']:.3f} bits per byte), interpolated bigram {bigram:.2f} "
+          f"(λ = {lam:.2f}), unigram {result['dataset_unigram_ppl']:.1f}")
+    assert result["test_ppl"] < bigram

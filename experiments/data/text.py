@@ -184,8 +184,9 @@ def build_text_corpus(name: str, root: str = "data", *, download: bool = False, 
                       **options) -> TextCorpus:
     """The corpus called `name` (one of TEXT_DATASET_NAMES) with windows of `bptt` tokens.
 
-    `root` is the dataset's own folder (e.g. data/ptb). `download=True` fetches PTB or WikiText-2
-    through the `datasets` library when the network allows; `text` reads a folder of your own files.
+    `root` is the dataset's own folder (e.g. data/ptb). `download=True` fetches PTB, WikiText-2 or
+    WikiText-103 through the `datasets` library when the network allows; `text` reads a folder of your own
+    files (word level), `text_folder` any number of text files (subword tokens).
     """
     if name not in BUILDERS:
         raise UserError(f"Unknown dataset {name!r}. Valid names for language modelling: "

@@ -56,6 +56,12 @@ def subword_corpus(source: str, root: Path, tokenizer: str, vocab_size: int | No
                       token_bytes=torch.tensor(meta["token_bytes"], dtype=torch.float64), tokenizer=tag)
 
 
+def has_token_files(root: Path, tokenizer: str, vocab_size: int | None, fingerprint: dict) -> bool:
+    """Whether `root` holds complete token files made from `fingerprint`'s text (no need to read it again)."""
+    meta = _read_meta(root / "tokenized" / check_tokenizer(tokenizer, vocab_size))
+    return meta is not None and meta["fingerprint"] == fingerprint
+
+
 def check_tokenizer(tokenizer: str, vocab_size: int | None) -> str:
     """The token files' folder name for (tokenizer, vocab_size), or a UserError naming what to set."""
     if tokenizer not in TOKENIZERS:

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from experiments.data.images import DatasetNotFoundError
-from experiments.data.subword import check_tokenizer, files_fingerprint, subword_corpus
+from experiments.data.subword import check_tokenizer, files_fingerprint, has_token_files, subword_corpus
 from experiments.options import UserError, check_options
 
 SPLITS = ("train", "valid", "test")
@@ -303,12 +303,12 @@ def wikitext103(name: str, root: Path, download: bool, bptt: int, tokenizer: str
         return subword_corpus(str(root), root, tokenizer, vocab_size, bptt,
                               lambda: {s: with_newlines(p.read_text(encoding="utf-8").splitlines())
                                        for s, p in paths.items()}, files_fingerprint(paths.values(), root))
-    if not download:
+    hub = ("Salesforce/wikitext", "wikitext-103-raw-v1")
+    if not download and not has_token_files(root, tokenizer, vocab_size, {"hub": list(hub)}):  # fetched before
         raise DatasetNotFoundError(
             f"{name}: no {', '.join(p.name for p in paths.values())} in {root}. Put the files of wikitext-103-raw-v1 "
             f"there (the wikitext-103-raw archive), or dataset.download=true to fetch them through the datasets "
             f"library.")
-    hub = ("Salesforce/wikitext", "wikitext-103-raw-v1")
 
     def read_hub() -> dict[str, list[str]]:
         return {s: with_newlines(lines) for s, lines in hub_lines(*hub, "text", root, name).items()}

@@ -77,6 +77,24 @@ def test_a_wikitext103_folder_of_raw_files(tmp_path):
     assert corpus.vocab_size == 280
 
 
+def test_wikitext103_through_datasets_is_tokenized_once_then_read_offline(tmp_path, monkeypatch):
+    import experiments.data.text as text
+
+    lines = write_folder(tmp_path / "source")
+    asked = []
+
+    def hub_lines(path, config, field, root, name, revision=None):  # the Hub's rows: lines with their newlines
+        asked.append((path, config, field))
+        return {"train": lines[:500], "valid": lines[500:550], "test": lines[550:]}
+
+    monkeypatch.setattr(text, "hub_lines", hub_lines)
+    fetched = build_text_corpus("wikitext103", root=str(tmp_path), download=True, vocab_size=280)
+    assert asked == [("Salesforce/wikitext", "wikitext-103-raw-v1", "text")]
+    assert decode(tmp_path, "bpe280", fetched.test.ids) == "".join(lines[550:])
+    again = build_text_corpus("wikitext103", root=str(tmp_path), download=False, vocab_size=280)  # offline now
+    assert len(asked) == 1 and torch.equal(again.train.ids, fetched.train.ids)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"vocab_size": 100_000}, r"dataset.vocab_size=100000 cannot be reached: .* stops at \d+ tokens.*"
                               r"Use dataset.vocab_size=\d+ or less"),

@@ -33,8 +33,8 @@ def create_optimizer(name: str, model_or_params: nn.Module | Iterable, *,
                      no_decay_bias_and_norm: bool = False, **hyperparameters: Any) -> torch.optim.Optimizer:
     """Build the optimizer called `name` (one of OPTIMIZER_NAMES) over a model or its parameters.
 
-    `no_decay_bias_and_norm=True` (needs a model) puts biases and normalisation weights in a second
-    group with weight_decay=0. Names starting with "sam_" wrap the rest in SAM and take `rho` and
+    `no_decay_bias_and_norm=True` (needs a model) puts biases, normalisation weights and embeddings (an
+    nn.Embedding's weight, also where an output layer shares it) in a second group with weight_decay=0. Names starting with "sam_" wrap the rest in SAM and take `rho` and
     `adaptive` besides the base optimizer's own hyperparameters.
     """
     accepted = hyperparameter_names(name)
@@ -68,13 +68,12 @@ def _parameter_groups(model_or_params, no_decay_bias_and_norm: bool):
             "no_decay_bias_and_norm=True needs the model (an nn.Module) to tell biases and normalisation "
             "weights apart; pass the model instead of its parameters."
         )
-    decay, no_decay, seen = [], [], set()
-    for module in model_or_params.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if name == "bias" or isinstance(module, _NORM_LAYERS) else decay).append(p)
+    free = {id(p) for module in model_or_params.modules() for name, p in module.named_parameters(recurse=False)
+            if name == "bias" or isinstance(module, (*_NORM_LAYERS, nn.Embedding))}  # any module holding a tied one
+    decay, no_decay = [], []
+    for p in model_or_params.parameters():  # each shared parameter once
+        if p.requires_grad:
+            (no_decay if id(p) in free else decay).append(p)
     groups = [{"params": decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -4,8 +4,11 @@
    AdamCM eager (foreach), compiled (cmopt.compile_optimizer) and capturable under a CUDA graph,
    against torch.optim.Adam(fused=True) and compiled Adam; median of interleaved steps.
 2. One compiled AdamCM step under torch.cuda.set_sync_debug_mode("error") (a host sync raises).
-3. 200 steps of each runner's synthetic experiment in bf16 with trainer.strategy=ddp and fsdp (one
-   process): throughput and peak memory (torch.cuda.max_memory_allocated) per optimizer.
+3. 200 steps of each runner's synthetic experiment (and the transformer's) in bf16 with
+   trainer.strategy=ddp and fsdp (one process): throughput and peak memory (torch.cuda.max_memory_allocated)
+   per optimizer.
+4. Whole training steps of GPT-2 small (124M, 8 windows of 1024 tokens) in bf16: scripts/bench_training.py
+   --model transformer, adam_cm / adam and sam_adam_cm / sam_adam, interleaved, median.
 
 On a machine without a CUDA GPU it prints one line and exits 0. With --out DIR the table also goes to
 DIR/gpu.md with the machine named.
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,10 +127,11 @@ def sync_free_line() -> str:
         return f"a compiled AdamCM step under set_sync_debug_mode('error') FAILED: {type(error).__name__}: {error}"
 
 
-RUNNERS = {
-    "image_classification": ("experiment=synthetic",),
-    "language_modeling": ("experiment=synthetic_lm",),
-    "online_learning": ("experiment=synthetic_tasks",),
+RUNNERS = {  # label: (runner, its fixed overrides)
+    "image_classification": ("image_classification", ("experiment=synthetic",)),
+    "language_modeling": ("language_modeling", ("experiment=synthetic_lm",)),
+    "lm transformer": ("language_modeling", ("experiment=synthetic_transformer",)),
+    "online_learning": ("online_learning", ("experiment=synthetic_tasks",)),
 }
 OPTIMIZERS = ("adam", "adam_cm", "sam_adam_cm")
 
@@ -137,7 +143,7 @@ def training_rows(train_steps: int) -> list[str]:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for runner, fixed in RUNNERS.items():
+        for label, (runner, fixed) in RUNNERS.items():
             module = importlib.import_module(f"experiments.{runner}")
             for strategy in ("ddp", "fsdp"):
                 for name in OPTIMIZERS:
@@ -148,15 +154,26 @@ def training_rows(train_steps: int) -> list[str]:
                         with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
                             cfg = compose(runner, overrides=overrides)
                         torch.cuda.reset_peak_memory_stats()
-                        summary = module.run(cfg, pathlib.Path(tmp) / f"{runner}_{strategy}_{name}").summary
+                        summary = module.run(cfg, pathlib.Path(tmp) / f"{label}_{strategy}_{name}").summary
                         rate = next(v for k, v in summary.items() if k.endswith("_per_s"))
                         unit = next(k for k in summary if k.endswith("_per_s"))
                         peak = torch.cuda.max_memory_allocated() / 2**20
-                        rows.append(f"{runner:<21} {strategy:<5} {name:<12} {rate:12.0f} {unit:<14} {peak:9.1f}")
+                        rows.append(f"{label:<21} {strategy:<5} {name:<12} {rate:12.0f} {unit:<14} {peak:9.1f}")
                     except Exception as error:  # noqa: BLE001
-                        rows.append(f"{runner:<21} {strategy:<5} {name:<12} failed: {type(error).__name__}: "
+                        rows.append(f"{label:<21} {strategy:<5} {name:<12} failed: {type(error).__name__}: "
                                     f"{str(error).splitlines()[0][:80]}")
     return rows
+
+
+def transformer_step_lines(steps: int) -> list[str]:
+    """scripts/bench_training.py --model transformer (GPT-2 small on a GPU), its table as printed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_training.py"), "--model", "transformer",
+                           "--optimizers", "adam,adam_cm,sam_adam,sam_adam_cm", "--steps", str(steps)],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return [f"bench_training.py --model transformer FAILED: {(done.stderr.strip().splitlines() or ['?'])[-1][:160]}"]
+    return done.stdout.strip().splitlines()
 
 
 def main() -> int:
@@ -177,6 +194,7 @@ def main() -> int:
     lines += ["", sync_free_line(), "",
               f"{'runner':<21} {'strat':<5} {'optimizer':<12} {'throughput':>12} {'unit':<14} {'peak MiB':>9}"]
     lines += training_rows(args.train_steps)
+    lines += ["", *transformer_step_lines(args.steps)]
     lines += ["", f"total {time.perf_counter() - started:.0f} s"]
     table = "\n".join(lines)
     print(table)

@@ -1,11 +1,18 @@
-"""Word-level language-modelling corpora as token streams: Penn Treebank, WikiText-2, any text folder, synthetic.
+"""Language-modelling corpora as token streams: Penn Treebank, WikiText-2, your text, synthetic (word level);
+WikiText-103 and folders of text (subword tokens, experiments/data/subword.py).
 
     corpus = build_text_corpus("ptb", root="data/ptb")
     corpus.train.batches(batch_size=20, rank=0, world_size=1)[0]   # (inputs, targets), each (bptt, 20)
+    RandomWindows(corpus.train, block_size=256)[0]                  # (inputs, targets), each (256,)
 
-Each line is split on whitespace and `<eos>` appended (the classic word-level recipe); the vocabulary
-comes from the training split, in order of first appearance. A word of valid/test that the training
-split lacks maps to `<unk>` when the vocabulary has it (PTB and WikiText-2 do), else it is an error.
+Word level: each line is split on whitespace and `<eos>` appended (the classic word-level recipe); the
+vocabulary comes from the training split, in order of first appearance. A word of valid/test that the
+training split lacks maps to `<unk>` when the vocabulary has it (PTB and WikiText-2 do), else it is an error.
+
+A recurrent model reads a split as contiguous streams (`TokenStream.batches`); a transformer reads windows
+of `block_size + 1` tokens: random ones in training (`RandomWindows`), consecutive ones that score every
+token once in evaluation (`EvaluationWindows`). `TextCorpus.token_bytes` (the bytes of text each token
+stands for) gives bits per byte, which compare across tokenizers.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from experiments.data.images import DatasetNotFoundError
+from experiments.data.subword import check_tokenizer, files_fingerprint, has_token_files, subword_corpus
 from experiments.options import UserError, check_options
 
 SPLITS = ("train", "valid", "test")
 EOS, UNK = "<eos>", "<unk>"
 COMMON_ARGUMENTS = ("name", "root", "download", "bptt")
+IGNORED = -100  # a target that is not scored (F.cross_entropy's ignore_index)
 
 
 class TokenStream:
@@ -71,7 +81,79 @@ class Windows(Sequence):
             return [self[i] for i in range(*k.indices(len(self)))]
         start = self.starts[k]
         length = min(self.bptt, len(self.columns) - 1 - start)
-        return self.columns[start: start + length], self.columns[start + 1: start + 1 + length]
+        # .long(): a no-op for word-level ids, a copy of the window for a subword token file's uint16/uint32.
+        return self.columns[start: start + length].long(), self.columns[start + 1: start + 1 + length].long()
+
+
+def _check_block_size(stream: TokenStream, block_size: int) -> None:
+    if len(stream) < block_size + 1:
+        raise UserError(
+            f"model.block_size={block_size} is longer than the {stream.split} split ({len(stream)} tokens): a "
+            f"window needs block_size + 1 tokens. Use model.block_size={max(1, len(stream) - 1)} or less, "
+            f"or a larger corpus.")
+
+
+class RandomWindows(Dataset):
+    """Training windows for a transformer: item i is (inputs, targets), `block_size` tokens each, from
+    block_size + 1 contiguous tokens at a uniformly random start. The start comes from torch's RNG, which
+    the engine seeds per (seed, epoch, item), so a resumed run and any number of processes read the same
+    windows. An epoch has len(split) // block_size windows: about one pass over the tokens."""
+
+    def __init__(self, stream: TokenStream, block_size: int):
+        _check_block_size(stream, block_size)
+        self.ids, self.block_size = stream.ids, block_size
+
+    def __len__(self) -> int:
+        return max(1, (len(self.ids) - 1) // self.block_size)
+
+    def __getitem__(self, index: int):
+        start = int(torch.randint(len(self.ids) - self.block_size, ()))
+        window = self.ids[start: start + self.block_size + 1].long()
+        return window[:-1], window[1:]
+
+
+class EvaluationWindows:
+    """Evaluation windows: window k starts at k * block_size, so every token after the first is scored once
+    (with up to block_size tokens of context); the last window ends at the split's end and leaves the targets
+    earlier windows scored as IGNORED.
+
+    A BatchStream: each global batch of windows is split over the processes, so all of them take the same
+    number of forward passes (fsdp's are collective); a process left without a window of the last batch
+    gets one whose targets are all IGNORED."""
+
+    def __init__(self, stream: TokenStream, block_size: int):
+        _check_block_size(stream, block_size)
+        self.ids, self.block_size = stream.ids, block_size
+
+    def __len__(self) -> int:
+        return -(-(len(self.ids) - 1) // self.block_size)
+
+    def __getitem__(self, k: int):
+        start = min(k * self.block_size, len(self.ids) - 1 - self.block_size)
+        window = self.ids[start: start + self.block_size + 1].long()
+        targets = window[1:].clone()
+        targets[: k * self.block_size - start] = IGNORED
+        return window[:-1], targets
+
+    def batches(self, batch_size: int, rank: int, world_size: int) -> list:
+        shares = [np.array_split(np.arange(s, min(s + batch_size, len(self))), world_size)[rank]
+                  for s in range(0, len(self), batch_size)]
+        return _LazyBatches(self, shares)
+
+
+class _LazyBatches(Sequence):
+    def __init__(self, windows: EvaluationWindows, shares: list[np.ndarray]):
+        self.windows, self.shares = windows, shares
+
+    def __len__(self) -> int:
+        return len(self.shares)
+
+    def __getitem__(self, i: int):
+        items = [self.windows[int(k)] for k in self.shares[i]]
+        if not items:  # nothing left for this process: a window that scores nothing
+            inputs, targets = self.windows[0]
+            items = [(inputs, torch.full_like(targets, IGNORED))]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
 @dataclass(frozen=True)
@@ -81,18 +163,30 @@ class TextCorpus:
     test: TokenStream
     vocabulary: tuple[str, ...]
     entropy_rate: float | None = None  # nats per token, when known in closed form (synthetic_lm)
+    token_bytes: torch.Tensor | None = None  # bytes of text per token id; None: word_bytes(vocabulary)
+    tokenizer: str = "words"  # what made the tokens: words (whitespace), or a subword tokenizer's name
+
+    def bytes_per_token_id(self) -> torch.Tensor:
+        return word_bytes(self.vocabulary) if self.token_bytes is None else self.token_bytes
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocabulary)
 
 
+def word_bytes(vocabulary: Sequence[str]) -> torch.Tensor:
+    """Bytes per word of the text written as words separated by single spaces, one line per sentence: a word
+    stands for its UTF-8 bytes and the space or newline after it, <eos> for nothing more."""
+    return torch.tensor([0 if w == EOS else len(w.encode("utf-8")) + 1 for w in vocabulary], dtype=torch.float64)
+
+
 def build_text_corpus(name: str, root: str = "data", *, download: bool = False, bptt: int = 35,
                       **options) -> TextCorpus:
     """The corpus called `name` (one of TEXT_DATASET_NAMES) with windows of `bptt` tokens.
 
-    `root` is the dataset's own folder (e.g. data/ptb). `download=True` fetches PTB or WikiText-2
-    through the `datasets` library when the network allows; `text` reads a folder of your own files.
+    `root` is the dataset's own folder (e.g. data/ptb). `download=True` fetches PTB, WikiText-2 or
+    WikiText-103 through the `datasets` library when the network allows; `text` reads a folder of your own
+    files (word level), `text_folder` any number of text files (subword tokens).
     """
     if name not in BUILDERS:
         raise UserError(f"Unknown dataset {name!r}. Valid names for language modelling: "
@@ -199,6 +293,63 @@ def hub_lines(path: str, config: str | None, field: str, root: Path, name: str, 
     return {"train": loaded["train"][field], "valid": loaded["validation"][field], "test": loaded["test"][field]}
 
 
+def wikitext103(name: str, root: Path, download: bool, bptt: int, tokenizer: str = "bpe",
+                vocab_size: int | None = 16384) -> TextCorpus:
+    """WikiText-103 (raw, 103M words of Wikipedia) in subword tokens: local wiki.{train,valid,test}.raw, or
+    the Hub copy (Salesforce/wikitext, wikitext-103-raw-v1) via `datasets`; tokenized once into token files."""
+    check_tokenizer(tokenizer, vocab_size)
+    paths = {s: root / f"wiki.{s}.raw" for s in SPLITS}
+    if all(p.is_file() for p in paths.values()):
+        return subword_corpus(str(root), root, tokenizer, vocab_size, bptt,
+                              lambda: {s: with_newlines(p.read_text(encoding="utf-8").splitlines())
+                                       for s, p in paths.items()}, files_fingerprint(paths.values(), root))
+    hub = ("Salesforce/wikitext", "wikitext-103-raw-v1")
+    if not download and not has_token_files(root, tokenizer, vocab_size, {"hub": list(hub)}):  # fetched before
+        raise DatasetNotFoundError(
+            f"{name}: no {', '.join(p.name for p in paths.values())} in {root}. Put the files of wikitext-103-raw-v1 "
+            f"there (the wikitext-103-raw archive), or dataset.download=true to fetch them through the datasets "
+            f"library.")
+
+    def read_hub() -> dict[str, list[str]]:
+        return {s: with_newlines(lines) for s, lines in hub_lines(*hub, "text", root, name).items()}
+
+    return subword_corpus(f"{name} (datasets)", root, tokenizer, vocab_size, bptt, read_hub, {"hub": list(hub)})
+
+
+def text_folder(name: str, root: Path, download: bool, bptt: int, tokenizer: str = "bpe",
+                vocab_size: int | None = 8192, pattern: str = "**/*.txt", valid_fraction: float = 0.005,
+                test_fraction: float = 0.005) -> TextCorpus:
+    """Every file matching `pattern` under `root` (openwebtext-style: a folder of documents), in subword
+    tokens. The lines of the files, in order of their sorted paths, are cut into contiguous train, valid
+    and test parts: the last `valid_fraction` + `test_fraction` of the lines (at least one each)."""
+    check_tokenizer(tokenizer, vocab_size)
+    for key, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 0.5:
+            raise UserError(f"dataset.{key}={value!r} must be in (0, 0.5), e.g. 0.005 (0.5%).")
+    paths = sorted(p for p in root.glob(pattern) if p.is_file() and "tokenized" not in p.relative_to(root).parts)
+    if not paths or not any(p.stat().st_size for p in paths):
+        raise UserError(f"text_folder: {root} has {'no' if not paths else 'only empty'} files matching "
+                        f"dataset.pattern={pattern!r}. Put text files there (any number, any size, UTF-8) or "
+                        f"set dataset.root=<folder> / dataset.pattern=<glob>.")
+
+    def read_folder() -> dict[str, list[str]]:
+        lines = [line for p in paths for line in with_newlines(p.read_text(encoding="utf-8").splitlines())]
+        valid, test = (max(1, round(len(lines) * f)) for f in (valid_fraction, test_fraction))
+        if len(lines) < valid + test + 1:
+            raise UserError(f"text_folder: {root} holds {len(lines)} line(s); train, valid and test need at "
+                            f"least one each. Add text.")
+        cut = len(lines) - valid - test
+        return {"train": lines[:cut], "valid": lines[cut: cut + valid], "test": lines[cut + valid:]}
+
+    fingerprint = {**files_fingerprint(paths, root), "fractions": [valid_fraction, test_fraction]}
+    return subword_corpus(str(root), root, tokenizer, vocab_size, bptt, read_folder, fingerprint)
+
+
+def with_newlines(lines: Iterable[str]) -> list[str]:
+    """Each line ending in one newline (files are read without them; the Hub's rows mostly keep theirs)."""
+    return [line if line.endswith("\n") else line + "\n" for line in lines]
+
+
 def synthetic_lm(name: str, root: Path, download: bool, bptt: int, vocab_size: int = 50, successors: int = 4,
                  train_tokens: int = 40_000, eval_tokens: int = 8_000, seed: int = 0) -> TextCorpus:
     """Tokens of a fixed random Markov chain: each word is followed by one of `successors` words, with
@@ -252,10 +403,13 @@ def sample_chain(transitions: np.ndarray, stationary: np.ndarray, n: int, rng: n
 
 def unigram_perplexity(ids: torch.Tensor, vocab_size: int) -> float:
     """exp of the entropy of the split's own word frequencies: the best perplexity without context."""
-    counts = torch.bincount(ids, minlength=vocab_size).double()
+    chunk = 1 << 24  # a token file's uint16 ids counted a piece at a time, never all widened to int64 at once
+    counts = sum(torch.bincount(ids[i: i + chunk].long(), minlength=vocab_size).double()
+                 for i in range(0, len(ids), chunk))
     p = counts[counts > 0] / counts.sum()
     return math.exp(float(-(p * p.log()).sum()))
 
 
-BUILDERS = {"ptb": ptb, "wikitext2": wikitext2, "text": text, "synthetic_lm": synthetic_lm}
+BUILDERS = {"ptb": ptb, "wikitext2": wikitext2, "text": text, "wikitext103": wikitext103, "text_folder": text_folder,
+            "synthetic_lm": synthetic_lm}
 TEXT_DATASET_NAMES = tuple(BUILDERS)

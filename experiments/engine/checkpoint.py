@@ -124,6 +124,8 @@ def load_model_and_optimizer(run_dir: Path, model: nn.Module, optimizer: torch.o
     with _quiet_single_process():
         dcp.load(state, checkpoint_id=_complete(run_dir))
     set_state_dict(model, target, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    if target is not optimizer:  # SAM: loading gave its base optimizer new group dicts; share them again, or
+        optimizer.param_groups = target.param_groups  # the lr schedule (stepping SAM's) would stop reaching it
 
 
 def read(run_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import copy
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import cmopt
 from experiments.engine import data, distributed
@@ -91,8 +92,9 @@ class Measurements:
             return self.forward(m, b)[0].float()  # a carried state starts from Task.initial_state
 
         model.eval()
-        # cuDNN's RNN kernels have no double backward, which Hessian-vector products need.
-        with torch.backends.cudnn.flags(enabled=False):
+        # cuDNN's RNN kernels and the fused attention kernels have no double backward, which Hessian-vector
+        # products need; the math attention kernel (plain matmuls and softmax) has.
+        with torch.backends.cudnn.flags(enabled=False), sdpa_kernel(SDPBackend.MATH):
             metrics = {"top_hessian_eigenvalue": cmopt.top_hessian_eigenvalue(
                 model, loss_fn, batch, max_iter=self.t.flatness_max_iter, seed=self.seed)}
             if self.t.hessian_trace_samples:

@@ -1,8 +1,12 @@
-"""Word-level language models by name: `build_language_model("lstm", vocab_size=10000, nhid=650, layers=2)`.
+"""Language models by name: `build_language_model("lstm", vocab_size=10000, nhid=650, layers=2)`.
 
 lstm is the classic embedding -> LSTM -> linear decoder of Zaremba et al. (2014) and PyTorch's
 word_language_model example: uniform initialisation in ±0.1 of the embedding and decoder, optional
 weight tying (Press & Wolf 2017; Inan et al. 2017), dropout on the embedding, between layers and on the output.
+It reads contiguous streams and carries its hidden state (truncated backpropagation through time).
+
+transformer is a decoder-only, GPT-2-style transformer (experiments/models/transformer.py): it reads
+windows of at most `block_size` tokens and carries no state.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from experiments.models.transformer import TransformerLanguageModel
 from experiments.options import UserError, check_options
 
 INIT_RANGE = 0.1
@@ -78,5 +83,22 @@ def lstm(name: str, vocab_size: int, emsize: int = 650, nhid: int = 650, layers:
     return LSTMLanguageModel(vocab_size, emsize, nhid, layers, dropout, dropout_embedding, tied)
 
 
-BUILDERS = {"lstm": lstm}
+def transformer(name: str, vocab_size: int, n_layer: int = 12, n_head: int = 12, n_embd: int = 768,
+                block_size: int = 1024, dropout: float = 0.0, bias: bool = True) -> TransformerLanguageModel:
+    """`n_layer` pre-norm blocks of `n_head` heads over `n_embd` channels, windows of up to `block_size`
+    tokens; the defaults are GPT-2 small (124M parameters with its 50,257 tokens)."""
+    for key, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd), ("block_size", block_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"model.{key}={value!r} must be a positive integer.")
+    if n_embd % n_head:
+        divisors = [h for h in range(1, min(n_embd, 64) + 1) if n_embd % h == 0]
+        raise UserError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head} (each head takes "
+                         f"n_embd / n_head channels); use n_head in {divisors[-6:]} or an n_embd that is a "
+                         f"multiple of {n_head}, e.g. model.n_embd={-(-n_embd // n_head) * n_head}.")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise UserError(f"model.dropout={dropout!r} must be in [0, 1) (0 = no dropout).")
+    return TransformerLanguageModel(vocab_size, n_layer, n_head, n_embd, block_size, float(dropout), bool(bias))
+
+
+BUILDERS = {"lstm": lstm, "transformer": transformer}
 LANGUAGE_MODEL_NAMES = tuple(BUILDERS)

@@ -40,6 +40,39 @@ def test_biases_and_norm_weights_go_without_weight_decay():
         create_optimizer("adamw", model.parameters(), no_decay_bias_and_norm=True)
 
 
+class TiedLanguageModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(5, 4)
+        self.hidden = torch.nn.Linear(4, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.decoder = torch.nn.Linear(4, 5, bias=False)
+        self.decoder.weight = self.embedding.weight  # tied: the output layer shares the embedding
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+def test_embeddings_tied_or_not_go_without_weight_decay_in_every_optimizer(name):
+    # With zero gradients only weight decay moves a parameter: the decayed group moves, the other does not.
+    torch.manual_seed(0)
+    model = TiedLanguageModel()
+    opt = create_optimizer(name, model, lr=0.1, weight_decay=0.5, no_decay_bias_and_norm=True)
+    groups = opt.param_groups
+    assert [g["weight_decay"] for g in groups] == [0.5, 0.0]
+    assert {id(p) for p in groups[0]["params"]} == {id(model.hidden.weight)}
+    assert {id(p) for p in groups[1]["params"]} == {id(model.embedding.weight), id(model.hidden.bias),
+                                                      id(model.norm.weight), id(model.norm.bias)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    if isinstance(opt, SAM):
+        opt.first_step(zero_grad=False)
+        opt.second_step()
+    else:
+        opt.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"hidden.weight"}
+
+
 def step_once(opt, params):
     for p in params:
         p.grad = torch.ones_like(p)

@@ -22,7 +22,7 @@ from experiments.engine import checkpoint
 import cmopt
 from experiments.data.text import DatasetNotFoundError
 from experiments.engine.checkpoint import seed_everything
-from experiments.language_modeling import build_task, language_model_forward, run
+from experiments.language_modeling import build_task, run
 from tests.experiments.image_runner_helpers import (
     assert_same_training_state, compose_runner_config, kill_after_first_checkpoint, metrics_lines, run_cli,
     summary, without_timings)
@@ -71,7 +71,7 @@ def test_summary_reports_test_perplexity_at_the_best_validation_checkpoint(tmp_p
     with torch.no_grad():
         loss_sum, tokens, hidden = 0.0, 0, None
         for batch in task.eval_data["val"].batches(cfg.trainer.eval_batch_size, 0, 1):
-            loss, count, _, hidden = language_model_forward(
+            loss, count, _, hidden = task.forward(
                 task.model, batch, task.initial_state(batch) if hidden is None else hidden)
             loss_sum, tokens = loss_sum + float(loss) * count, tokens + count
     assert math.exp(loss_sum / tokens) == pytest.approx(result["best_val_ppl"], rel=1e-6)

@@ -111,3 +111,28 @@ def test_a_killed_run_continues_on_another_process_count_when_asked(tmp_path, be
     resumed = checkpoint.read(run_dir)["model"]
     gap = max(float((resumed[k] - v).abs().max()) for k, v in straight.items())
     assert gap < 5e-5, gap  # float32 rounding of the gradient average (see test_image_classification_ddp.py)
+
+
+def test_a_restored_sam_shares_its_groups_with_its_base_optimizer_so_the_schedule_reaches_it(tmp_path):
+    import cmopt
+
+    def build():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        optimizer = cmopt.create_optimizer("sam_adam_cm", model, lr=0.1)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+
+    model, optimizer, schedule = build()
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.first_step(zero_grad=True)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.second_step()
+    schedule.step()
+    checkpoint.save(tmp_path, model, optimizer, {}, is_main=True)
+    saved_schedule = schedule.state_dict()
+    model, optimizer, schedule = build()
+    checkpoint.load_model_and_optimizer(tmp_path, model, optimizer, legacy=None)  # lr 0.05, as saved
+    schedule.load_state_dict(saved_schedule)
+    schedule.step()  # the lr the base optimizer's next step takes: 0.1 x 0.5^2
+    assert optimizer.param_groups is optimizer.base_optimizer.param_groups
+    assert optimizer.base_optimizer.param_groups[0]["lr"] == 0.025

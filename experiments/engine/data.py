@@ -94,6 +94,15 @@ def eval_loader(dataset: Dataset | BatchStream, *, batch_size: int, num_workers:
     return _loader(SeededItems(dataset), keys, batch_size, num_workers, collate_fn, seed=0)
 
 
+def eval_passes(dataset: Dataset | BatchStream, batch_size: int, placement: Placement) -> int:
+    """The most batches any process's eval_loader yields (the first processes hold one item more)."""
+    if isinstance(dataset, BatchStream):
+        return max(len(dataset.batches(batch_size, rank, placement.world_size))
+                   for rank in range(placement.world_size))
+    per_process = -(-len(dataset) // placement.world_size)
+    return -(-per_process // max(1, batch_size // placement.world_size))
+
+
 def batches_per_epoch(dataset: Dataset | BatchStream, batch_size: int, placement: Placement) -> int:
     if isinstance(dataset, BatchStream):
         return len(dataset.batches(batch_size * placement.world_size, placement.rank, placement.world_size))

@@ -1,7 +1,9 @@
 """Measurements of the model the engine trains: evaluation on every split, and flatness.
 
 Evaluation: every process evaluates its own slice of each split; statistics are summed over all
-processes' items and divided by the summed counts (works alike under ddp and fsdp).
+processes' items and divided by the summed counts (works alike under ddp and fsdp). Under fsdp every
+forward pass is collective (it gathers the weights), so a process whose slice has fewer batches than
+another's repeats a pass on its last batch, uncounted, until all have run the same number.
 
 Flatness (the top Hessian eigenvalue, optionally the Hessian trace) needs Hessian-vector products of
 the full model: under fsdp the full weights are gathered into an unsharded copy on the main process,
@@ -55,7 +57,7 @@ class Measurements:
                     "count": torch.zeros((), dtype=torch.float64, device=device)}
             loader = data.eval_loader(dataset, batch_size=self.eval_batch_size, num_workers=self.t.num_workers,
                                       collate_fn=self.task.collate_fn, placement=self.placement)
-            state = None  # every split starts from Task.initial_state
+            state, passes, batch = None, 0, None  # every split starts from Task.initial_state
             for batch in loader:
                 with self.autocast():
                     loss, count, stats, state = self.forward(model, move_to(batch, device), state)
@@ -63,10 +65,22 @@ class Measurements:
                 sums["count"] += count
                 for name, value in stats.items():
                     sums[name] = sums.get(name, 0) + value.double()
+                passes += 1
+            if self.strategy.shards_parameters:
+                self._pass_with_the_others(model, dataset, batch, passes)
             split_metrics = self.per_item(distributed.sum_across_processes(sums, self.placement))
             metrics.update({f"{split}_{k}": v for k, v in split_metrics.items()})
         model.train()
         return metrics
+
+    def _pass_with_the_others(self, model: nn.Module, dataset, last_batch, passes: int) -> None:
+        """Uncounted passes until this process has run as many as the process with the largest slice."""
+        missing = data.eval_passes(dataset, self.eval_batch_size, self.placement) - passes
+        if missing > 0:
+            batch = last_batch if last_batch is not None else data.fixed_batch(dataset, 1, self.task.collate_fn)
+            for _ in range(missing):
+                with self.autocast():
+                    self.forward(model, move_to(batch, self.placement.device))
 
     def per_item(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         count = float(sums.pop("count"))

@@ -48,9 +48,15 @@ def timm_model(name: str, num_classes: int, pretrained: bool = False, drop_rate:
                              drop_path_rate=drop_path_rate)
 
 
+class SmallCNN(nn.Sequential):
+    def shard_units(self) -> list[nn.Module]:
+        """Each convolution its own fully_shard unit under trainer.strategy=fsdp (the head stays with the root)."""
+        return [m for m in self if isinstance(m, nn.Conv2d)]
+
+
 def small_cnn(name: str, num_classes: int, width: int = 32) -> nn.Module:
     """Three conv-ReLU stages (width, 2x, 4x channels), a linear head; no BatchNorm, no dropout."""
-    return nn.Sequential(
+    return SmallCNN(
         nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),

@@ -8,8 +8,8 @@ checkpoint, the end. Metrics go to metrics.jsonl (and W&B), summary.json at the 
 process writes files, except checkpoints, whose shards every process writes.
 
 The pieces: the training state a checkpoint holds (state.py), evaluation and flatness
-(evaluation.py), how parameters are spread over processes (strategy.py: ddp or fsdp), checkpoint
-I/O (checkpoint.py). A training step reads nothing back to the host: the window's losses and
+(evaluation.py), how far the weights move (movement.py), how parameters are spread over processes
+(strategy.py: ddp or fsdp), checkpoint I/O (checkpoint.py). A training step reads nothing back to the host: the window's losses and
 statistics stay on the device and are read at each log line, where (and before each checkpoint) all
 processes check together that the loss and the weights are finite, so every process stops with the
 same message and a non-finite state is never saved.
@@ -38,6 +38,7 @@ import cmopt
 from experiments.engine import checkpoint, data, distributed, run_record, strategy as strategies
 from experiments.engine.distributed import Placement
 from experiments.engine.evaluation import Measurements, unsharded_copy
+from experiments.engine.movement import Movement
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
@@ -139,6 +140,7 @@ class Trainer:
         bf16 = self.t.precision == "bf16" and placement.device.type == "cuda"
         # ddp: the DDP wrapper (the plain model in one process); fsdp: the model itself, sharded in place.
         self.wrapped = self.strategy.wrap(self.model, task.shard_units, bf16)
+        self.movement = Movement(self.model, self.strategy)  # update size and distance from the initial weights
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         if self.t.compile in ("optimizer", "both"):
             cmopt.compile_optimizer(self.optimizer)  # before the scheduler, as compile_optimizer asks
@@ -207,6 +209,7 @@ class Trainer:
             if progress.step == 0 and self.t.eval_at_start:
                 self._record(self._evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
+                self.movement.before_step(self._logs_at(progress.step + 1))  # outside the step's time
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
                 if epoch == 0 and index == 0:  # a stage's first step (continual tasks each start afresh)
@@ -237,11 +240,15 @@ class Trainer:
         last = p.step == self.total_steps
         end_of_epoch = p.batch == 0
         end_of_stage = end_of_epoch and p.stage != stage
-        return Due(log=p.step % t.log_interval == 0 or last,
+        return Due(log=self._logs_at(p.step),
                    evaluate=(_every(p.step, t.eval_interval) if t.eval_interval else end_of_epoch) or end_of_stage or last,
                    measure=_every(p.step, t.flatness_interval) or (last and t.flatness_at_end),
                    save=_every(p.step, t.checkpoint_interval) and not last,
                    stop=last)
+
+    def _logs_at(self, step: int) -> bool:
+        """Whether step `step` (counted from 1) ends at a log line (known before it is taken)."""
+        return step % self.t.log_interval == 0 or step == self.total_steps
 
     def _batches(self) -> Iterator[tuple[int, int, int, Any]]:
         """(stage, epoch, batch index, batch) from the resume position to the end of the last stage."""
@@ -302,7 +309,7 @@ class Trainer:
         metrics.update(lr=self.lr, step_time_s=step_time_s,
                        **{f"{self.task.items}_per_s": items / window.steps / step_time_s},
                        optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
-                       **cmopt.critical_buffer_stats(self.optimizer))
+                       **cmopt.critical_buffer_stats(self.optimizer), **self.movement.metrics(self.lr))
         self.window = Window()
         return metrics
 
@@ -556,7 +563,7 @@ def _headline(summary: dict[str, Any]) -> str:
     """The summary's results in one line: selected-best and final metrics of every split, training loss,
     flatness and any summarize() numbers, without timings, diagnostics or bookkeeping."""
     skipped = ("status", "steps", "wall_time_s", "warnings", "lr", "step_time_s", "optimizer_state_bytes",
-               "best_step")
+               "best_step", "update_size", "update_size_per_lr", "distance_travelled")
     shown = {k: v for k, v in summary.items()
              if k not in skipped and isinstance(v, (int, float)) and not isinstance(v, bool)
              and not k.endswith("_per_s") and not k.startswith(("buffer_", "critical_", "dataset_"))

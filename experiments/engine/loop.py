@@ -38,6 +38,7 @@ import cmopt
 from experiments.engine import checkpoint, data, distributed, run_record, strategy as strategies
 from experiments.engine.distributed import Placement
 from experiments.engine.evaluation import Measurements, unsharded_copy
+from experiments.engine.averaging import Averaging
 from experiments.engine.movement import Movement
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
@@ -151,6 +152,7 @@ class Trainer:
         self.stages = task.stages
         self.batches_per_epoch = [data.batches_per_epoch(d, self.batch_size, placement) for d in self.stages]
         self.epochs, self.total_steps = self._length()
+        self.averaging = Averaging(self.model, self.t, self.total_steps, self.strategy.name, self.measurements)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, select=task.select,
                                          **OmegaConf.to_container(cfg.scheduler, resolve=True))
         if self.t.grad_clip:
@@ -207,11 +209,12 @@ class Trainer:
         with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=progress.step,
                                            disable=not self.placement.is_main, desc=name, dynamic_ncols=True) as bar:
             if progress.step == 0 and self.t.eval_at_start:
-                self._record(self._evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
+                self._record(self._evaluate(0), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
                 self.movement.before_step(self._logs_at(progress.step + 1))  # outside the step's time
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
+                self.averaging.after_step(self.model, progress.step + 1)
                 if epoch == 0 and index == 0:  # a stage's first step (continual tasks each start afresh)
                     self.first_loss = loss  # stays on the device; read with the next checkpoint or at the end
                 self.window.add(loss, count, stats, time.perf_counter() - started, (progress.step + 1, stage, epoch))
@@ -223,7 +226,7 @@ class Trainer:
                     line.update(self._train_metrics())
                     bar.set_postfix(loss=f"{line['train_loss']:.4f}")
                 if due.evaluate:
-                    line.update(self._evaluate())
+                    line.update(self._evaluate(stage))
                     self._keep_if_best(line)
                 if due.measure:
                     line.update(self.measurements.flatness(self.model))
@@ -309,12 +312,14 @@ class Trainer:
         metrics.update(lr=self.lr, step_time_s=step_time_s,
                        **{f"{self.task.items}_per_s": items / window.steps / step_time_s},
                        optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
-                       **cmopt.critical_buffer_stats(self.optimizer), **self.movement.metrics(self.lr))
+                       **self.averaging.state_bytes(), **cmopt.critical_buffer_stats(self.optimizer),
+                       **self.movement.metrics(self.lr))
         self.window = Window()
         return metrics
 
-    def _evaluate(self) -> dict[str, float]:
-        return self.measurements.evaluate(self.model)
+    def _evaluate(self, stage: int) -> dict[str, float]:
+        """The evaluated model: the trained one, or with trainer.weight_averaging its average (averaging.py)."""
+        return self.measurements.evaluate(self.averaging.evaluated(self.model, self.stages[stage]))
 
     def _keep_if_best(self, line: dict[str, Any]) -> None:
         """With Task.select: remember this evaluation and keep the model when its metric is the best so far.
@@ -328,7 +333,8 @@ class Trainer:
         if best is None or (value < best if mode == "min" else value > best):
             self.state.best = {"step": self.state.progress.step,
                                "metrics": {k: v for k, v in line.items() if self._is_evaluated(k)}}
-            weights = self.strategy.full_state_dict(self.model)  # collective under fsdp
+            averaged = self.averaging.module  # the evaluated weights: averaged ones once there is an average
+            weights = self.strategy.full_state_dict(self.model if averaged is None else averaged)  # collective under fsdp
             if self.placement.is_main:
                 checkpoint.save_atomically(weights, self.run_dir / checkpoint.BEST_MODEL_NAME)
 
@@ -400,7 +406,8 @@ class Trainer:
              "carried": move_to(self.carried, "cpu")}, self.placement)
         trainer = {"state": self.state.state_dict(), "scheduler": self.scheduler.state_dict(),
                    "per_process": per_process, "strategy": self.strategy.name, "config": _identity(self.cfg)}
-        checkpoint.save(self.run_dir, self.model, self.optimizer, trainer, self.placement.is_main)
+        checkpoint.save(self.run_dir, self.model, self.optimizer, trainer, self.placement.is_main,
+                        averaged=self.averaging.averaged)
 
     def _restore(self) -> None:
         saved = checkpoint.load_trainer(self.run_dir)
@@ -425,7 +432,8 @@ class Trainer:
         if legacy is not None and self.strategy.name != "ddp":
             raise UserError(f"{self.run_dir} holds a single-file checkpoint.pt of an earlier version, which "
                              f"resumes with trainer.strategy=ddp only (now {self.strategy.name}).")
-        checkpoint.load_model_and_optimizer(self.run_dir, self.model, self.optimizer, legacy)
+        checkpoint.load_model_and_optimizer(self.run_dir, self.model, self.optimizer, legacy,
+                                            averaged=self.averaging.averaged)
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = state
         self.first_loss = None
@@ -563,7 +571,7 @@ def _headline(summary: dict[str, Any]) -> str:
     """The summary's results in one line: selected-best and final metrics of every split, training loss,
     flatness and any summarize() numbers, without timings, diagnostics or bookkeeping."""
     skipped = ("status", "steps", "wall_time_s", "warnings", "lr", "step_time_s", "optimizer_state_bytes",
-               "best_step", "update_size", "update_size_per_lr", "distance_travelled")
+               "best_step", "averaging_state_bytes", "update_size", "update_size_per_lr", "distance_travelled")
     shown = {k: v for k, v in summary.items()
              if k not in skipped and isinstance(v, (int, float)) and not isinstance(v, bool)
              and not k.endswith("_per_s") and not k.startswith(("buffer_", "critical_", "dataset_"))
@@ -620,7 +628,8 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
 
 # Settings added after runs were already being saved: the value those runs had (None: the current one,
 # for settings that change no training step, e.g. which metric selects the best checkpoint).
-ADDED_SETTINGS = {"trainer.strategy": "ddp", "select": None}
+ADDED_SETTINGS = {"trainer.strategy": "ddp", "select": None, "trainer.weight_averaging": "none",
+                  "trainer.ema_decay": None, "trainer.swa_start": None}
 
 
 def _with_added_settings(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

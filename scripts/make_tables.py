@@ -29,7 +29,8 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # collect_results, beside this file
@@ -75,10 +76,17 @@ def selection_for(runs: list[dict]) -> Selection:
     return Selection(kind, metric, mode == "max", report)
 
 
+# Formats of what a paper definition's `report` may add (collect_results' own tables do not show these).
+REPORT_METRICS = (
+    *(Metric(key, key, decimals=2) for key in ("hessian_eigenvalue_ratio", "distance_travelled")),
+    *(Metric(key, f"{key} (kB)", decimals=1, scale=1e-3) for key in ("optimizer_state_bytes", "averaging_state_bytes")),
+)
+
+
 def metric_format(key: str) -> Metric:
     """collect_results' format of the metric, or of its test counterpart for a validation metric."""
     for twin in (key, key.replace("val_", "test_", 1), key.removeprefix("val_")):
-        known = next((m for m in TABLE_METRICS if m.key == twin), None)
+        known = next((m for m in (*TABLE_METRICS, *REPORT_METRICS) if m.key == twin), None)
         if known is not None:
             header = known.header.replace(twin, key)
             return Metric(key, header, known.decimals, known.scale)
@@ -216,11 +224,17 @@ def write_selection_csv(rows: list[dict], tuned: list[str], path: Path) -> None:
                                  c is row["best"]])
 
 
-def make_tables(paths: list[Path], out: Path, tuned: list[str], seeds: int | None = None) -> list[dict]:
+def make_tables(paths: list[Path], out: Path, tuned: list[str], seeds: int | None = None,
+                report: Sequence[str] = ()) -> list[dict]:
+    """`report`: summary keys the table shows besides its kind's (a paper definition's `report`)."""
     runs = [load_attempt(d, tuned) for d in attempted_runs(paths)]
     if not runs:
         raise SystemExit(f"error: no run folders (config.yaml) under {', '.join(map(str, paths))}.")
     rows = select(runs, tuned, seeds)
+    kind = rows[0]["kind"]
+    kind = replace(kind, report=(*kind.report, *(k for k in report if k not in kind.report)))
+    for row in rows:
+        row["kind"] = kind
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(render(rows, tuned, [str(shown(p.resolve())) for p in paths]))
     write_selection_csv(rows, tuned, out / "selection.csv")

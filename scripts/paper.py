@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import claims  # noqa: E402
 import collect_results  # noqa: E402
 import make_tables  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
@@ -124,7 +125,11 @@ def collect(name: str, definition: dict, mini: bool) -> Path:
     if kind == "overhead":
         notes.append(write_overhead(source, out))
     else:
-        rows = make_tables.make_tables([source], out, definition.get("tune", []))
+        report = definition.get("report", [])
+        rows = make_tables.make_tables([source], out, definition.get("tune", []),
+                                       report=[report] if isinstance(report, str) else report)
+        stated = definition.get("claims", [])
+        notes += claims.verdicts(rows, definition["mini"].get("claims", stated) if mini else stated, mini)
         if kind == "curves":
             notes.append(draw_curves(rows, definition["curve"], out / "curves.png", title))
         if kind == "lr_sensitivity":

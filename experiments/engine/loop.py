@@ -531,7 +531,8 @@ class Trainer:
 
 
 # Besides every evaluated metric (<split>_<name>), what an evaluation's log line and the final line show.
-REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace")
+REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace", "hessian_eigenvalue_ratio", "epsilon_sharpness",
+            "average_sharpness")
 
 
 def _state_of_legacy(saved: dict[str, Any], run_dir: Path, is_evaluated: Callable[[str], bool]) -> TrainingState:
@@ -629,7 +630,9 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
 # Settings added after runs were already being saved: the value those runs had (None: the current one,
 # for settings that change no training step, e.g. which metric selects the best checkpoint).
 ADDED_SETTINGS = {"trainer.strategy": "ddp", "select": None, "trainer.weight_averaging": "none",
-                  "trainer.ema_decay": None, "trainer.swa_start": None}
+                  "trainer.ema_decay": None, "trainer.swa_start": None, "trainer.hessian_top_k": None,
+                  "trainer.sharpness_rho": None, "trainer.sharpness_ascent_steps": None,
+                  "trainer.sharpness_samples": None}
 
 
 def _with_added_settings(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

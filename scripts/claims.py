@@ -29,7 +29,7 @@ def verdicts(rows: list[dict], claims: list[dict], mini: bool) -> list[str]:
     lines = ["", f"**Claims checked on {scale}** (mean over the seeds of each row's selected setting):", ""]
     for claim in claims:
         lines.append(f"- {claim['text']}: {_verdict(rows, claim)}")
-    return ["\n".join(lines)]
+    return ["\n".join(lines) + "\n"]  # a blank line before what follows (a figure)
 
 
 def _verdict(rows: list[dict], claim: dict) -> str:

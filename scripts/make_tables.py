@@ -80,6 +80,8 @@ def selection_for(runs: list[dict]) -> Selection:
 REPORT_METRICS = (
     *(Metric(key, key, decimals=2) for key in ("hessian_eigenvalue_ratio", "distance_travelled")),
     *(Metric(key, f"{key} (kB)", decimals=1, scale=1e-3) for key in ("optimizer_state_bytes", "averaging_state_bytes")),
+    Metric("hessian_trace", "hessian_trace", decimals=1),
+    Metric("average_sharpness", "average_sharpness (×1e-6)", decimals=1, scale=1e6),  # ½ρ²·tr(H)/n: tiny
 )
 
 

@@ -129,7 +129,7 @@ def collect(name: str, definition: dict, mini: bool) -> Path:
         rows = make_tables.make_tables([source], out, definition.get("tune", []),
                                        report=[report] if isinstance(report, str) else report)
         stated = definition.get("claims", [])
-        notes += claims.verdicts(rows, definition["mini"].get("claims", stated) if mini else stated, mini)
+        notes += claims.verdicts(rows, definition.get("mini", {}).get("claims", stated) if mini else stated, mini)
         if kind == "curves":
             notes.append(draw_curves(rows, definition["curve"], out / "curves.png", title))
         if kind == "lr_sensitivity":

@@ -56,3 +56,23 @@ def critical_buffer_stats(optimizer: Optimizer) -> dict[str, float]:
         "buffer_admission_rate": admissions / attempts,
         "buffer_mean_priority": priority_sum / held if held else 0.0,
     }
+
+
+def weights_copy(params) -> list[torch.Tensor]:
+    """A detached copy of this process's part of each tensor (the local shard of a sharded one), where it is:
+    the reference `squared_distance` measures from (the weights before a step, or at initialisation)."""
+    return [local(p).detach().clone() for p in params]
+
+
+def squared_distance(params, reference: list[torch.Tensor]) -> torch.Tensor:
+    """Σ ||p − r||² over this process's part of the tensors, in float64, left on the device (no host read).
+    For the update of one step take `reference = weights_copy(...)` just before it; the norm is the square
+    root (under sharding, of the sum over the processes holding the shards)."""
+    params = list(params)
+    if len(params) != len(reference):
+        raise ValueError(f"squared_distance: {len(params)} tensors but {len(reference)} in the reference; pass "
+                         f"weights_copy of the same tensors.")
+    total = torch.zeros((), dtype=torch.float64, device=reference[0].device if reference else None)
+    for p, r in zip(params, reference):
+        total += (local(p).detach().double() - r.double()).pow(2).sum().to(total.device)
+    return total

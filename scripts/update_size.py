@@ -13,6 +13,7 @@ sum, so at the lr that suits Adam it starts with much larger steps.
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 from torch import nn
@@ -44,15 +45,14 @@ def update_sizes(name: str, lr: float, steps: int, batch_size: int = 64) -> list
         def loss() -> torch.Tensor:
             return nn.functional.cross_entropy(model(x[batch]), y[batch])
 
-        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        before = cmopt.weights_copy(model.parameters())  # what the engine logs as update_size, per step
         if isinstance(optimizer, cmopt.SAM):
             cmopt.sam_step(optimizer, model, loss)
         else:
             optimizer.zero_grad()
             loss().backward()
             optimizer.step()
-        after = torch.cat([p.detach().flatten() for p in model.parameters()])
-        sizes.append(float(torch.linalg.vector_norm(after - before)))
+        sizes.append(math.sqrt(float(cmopt.squared_distance(model.parameters(), before))))
     return sizes
 
 

@@ -1,7 +1,8 @@
 """Checkpoints through torch.distributed.checkpoint (DCP), written atomically; RNG states as tensors.
 
 A run folder's checkpoint is the folder `checkpoint/`:
-- the model and the optimizer (cmopt's critical buffers included) as DCP writes them: every process
+- the model and the optimizer (cmopt's critical buffers included), and with trainer.weight_averaging
+  the averaged model, as DCP writes them: every process
   writes its own shards (FSDP) or, for tensors every process holds alike (DDP), one of them does;
 - `trainer.pt`, written by the main process with torch.save: the scheduler, the training state
   (experiments/engine/state.py), every process's RNG streams, unlogged window and carried state,
@@ -77,8 +78,9 @@ def _complete(run_dir: Path) -> Path | None:
 
 
 def save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, trainer: dict[str, Any],
-         is_main: bool) -> None:
-    """Every process calls it (collective); `trainer` matters on the main process only."""
+         is_main: bool, averaged: nn.Module | None = None) -> None:
+    """Every process calls it (collective); `trainer` matters on the main process only. `averaged`: the
+    averaged model of trainer.weight_averaging, saved beside the model (engine/averaging.py)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -87,8 +89,11 @@ def save(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, trai
         shutil.rmtree(tmp)  # a save killed half way
     _barrier()
     model_state, optimizer_state = get_state_dict(model, _checkpointed(optimizer))
+    state = {"model": model_state, "optimizer": optimizer_state}
+    if averaged is not None:
+        state["averaged"] = averaged.state_dict()
     with _quiet_single_process():
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
+        dcp.save(state, checkpoint_id=tmp)
     if is_main:
         save_atomically(trainer, tmp / TRAINER_FILE)  # last: its presence marks the folder complete
         if final.exists():
@@ -109,7 +114,7 @@ def load_trainer(run_dir: Path) -> dict[str, Any]:
 
 
 def load_model_and_optimizer(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                             legacy: dict[str, Any] | None) -> None:
+                             legacy: dict[str, Any] | None, averaged: nn.Module | None = None) -> None:
     """Every process calls it. `legacy`: the single-file checkpoint's content, when that is what there is."""
     if legacy is not None:
         model.load_state_dict(legacy["model"])
@@ -121,11 +126,15 @@ def load_model_and_optimizer(run_dir: Path, model: nn.Module, optimizer: torch.o
     target = _checkpointed(optimizer)
     model_state, optimizer_state = get_state_dict(model, target)
     state = {"model": model_state, "optimizer": optimizer_state}
+    if averaged is not None:
+        state["averaged"] = averaged.state_dict()
     with _quiet_single_process():
         dcp.load(state, checkpoint_id=_complete(run_dir))
     set_state_dict(model, target, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     if target is not optimizer:  # SAM: loading gave its base optimizer new group dicts; share them again, or
         optimizer.param_groups = target.param_groups  # the lr schedule (stepping SAM's) would stop reaching it
+    if averaged is not None:
+        averaged.load_state_dict(state["averaged"])
 
 
 def read(run_dir: Path) -> dict[str, Any]:
@@ -141,7 +150,7 @@ def read(run_dir: Path) -> dict[str, Any]:
         tensors = _load_state_dict_from_keys(checkpoint_id=folder)
     trainer = load_trainer(run_dir)
     return {**trainer, "progress": trainer["state"]["progress"], "model": tensors["model"],
-            "optimizer": tensors["optimizer"]}
+            "optimizer": tensors["optimizer"], **({"averaged": tensors["averaged"]} if "averaged" in tensors else {})}
 
 
 def trainer_path(run_dir: Path) -> Path:

@@ -5,7 +5,8 @@ processes' items and divided by the summed counts (works alike under ddp and fsd
 forward pass is collective (it gathers the weights), so a process whose slice has fewer batches than
 another's repeats a pass on its last batch, uncounted, until all have run the same number.
 
-Flatness (the top Hessian eigenvalue, optionally the Hessian trace) needs Hessian-vector products of
+Flatness (the top Hessian eigenvalue; optionally the Hessian trace, the k-th eigenvalue and |λ_1/λ_k|,
+ε-sharpness and the mean loss increase on a sphere of radius ρ) needs Hessian-vector products of
 the full model: under fsdp the full weights are gathered into an unsharded copy on the main process,
 which measures alone (under ddp the main process's own model already is that copy).
 """
@@ -114,7 +115,29 @@ class Measurements:
             if self.t.hessian_trace_samples:
                 metrics["hessian_trace"] = cmopt.hessian_trace(
                     model, loss_fn, batch, n_samples=self.t.hessian_trace_samples, seed=self.seed)
+            metrics.update(self._more_flatness(model, loss_fn, batch))
         model.train()
+        return metrics
+
+
+    def _more_flatness(self, model: nn.Module, loss_fn, batch) -> dict[str, float]:
+        """With trainer.hessian_top_k >= 2: the k-th Hessian eigenvalue of largest magnitude (Lanczos, at most
+        flatness_max_iter products) and |λ_1 / λ_k|, the reviewers' ratio; with trainer.sharpness_rho: the
+        ε-sharpness (the largest loss increase found within the ball, sharpness_ascent_steps ascent steps)
+        and the mean loss increase over sharpness_samples antithetic pairs on the sphere of that radius."""
+        metrics = {}
+        k = self.t.hessian_top_k
+        if k >= 2:
+            values = cmopt.top_hessian_eigenvalues(model, loss_fn, batch, k=k,
+                                                   max_iter=max(k, self.t.flatness_max_iter), seed=self.seed)
+            metrics["hessian_eigenvalue_k"] = values[-1]
+            metrics["hessian_eigenvalue_ratio"] = abs(values[0] / values[-1]) if values[-1] else None
+        rho = self.t.sharpness_rho
+        if rho is not None:
+            metrics["epsilon_sharpness"] = cmopt.epsilon_sharpness(
+                model, loss_fn, batch, rho=rho, ascent_steps=self.t.sharpness_ascent_steps, seed=self.seed)
+            metrics["average_sharpness"] = cmopt.average_sharpness(
+                model, loss_fn, batch, rho=rho, n_samples=self.t.sharpness_samples, seed=self.seed)
         return metrics
 
 

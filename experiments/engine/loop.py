@@ -8,11 +8,12 @@ checkpoint, the end. Metrics go to metrics.jsonl (and W&B), summary.json at the 
 process writes files, except checkpoints, whose shards every process writes.
 
 The pieces: the training state a checkpoint holds (state.py), evaluation and flatness
-(evaluation.py), how parameters are spread over processes (strategy.py: ddp or fsdp), checkpoint
-I/O (checkpoint.py), the run's length (length.py) and the NaN rule (finite.py). A training step reads
-nothing back to the host: the window's losses and statistics stay on the device and are read at each
-log line, where (and before each checkpoint) all processes check together that the loss and the weights
-are finite, so every process stops with the same message and a non-finite state is never saved.
+(evaluation.py), how far the weights move (movement.py), weight averaging (averaging.py), how
+parameters are spread over processes (strategy.py: ddp or fsdp), checkpoint I/O (checkpoint.py), the
+run's length (length.py) and the NaN rule (finite.py). A training step reads nothing back to the host:
+the window's losses and statistics stay on the device and are read at each log line, where (and before
+each checkpoint) all processes check together that the loss and the weights are finite, so every
+process stops with the same message and a non-finite state is never saved.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from experiments.engine.distributed import Placement
 from experiments.engine.evaluation import Measurements, unsharded_copy
 from experiments.engine.finite import FiniteRule, NonFiniteLossError, lower_lr
 from experiments.engine.length import RunLength
+from experiments.engine.averaging import Averaging
+from experiments.engine.movement import Movement
 from experiments.engine.metrics import METRICS_NAME, MetricsLog, read_summary, write_summary
 from experiments.engine.schedule import build_scheduler
 from experiments.engine.settings import check_settings
@@ -137,6 +140,7 @@ class Trainer:
         bf16 = self.t.precision == "bf16" and placement.device.type == "cuda"
         # ddp: the DDP wrapper (the plain model in one process); fsdp: the model itself, sharded in place.
         self.wrapped = self.strategy.wrap(self.model, task.shard_units, bf16)
+        self.movement = Movement(self.model, self.strategy)  # update size and distance from the initial weights
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         if self.t.compile in ("optimizer", "both"):
             cmopt.compile_optimizer(self.optimizer)  # before the scheduler, as compile_optimizer asks
@@ -151,6 +155,7 @@ class Trainer:
                                    stage_sizes=[len(d) for d in self.stages])
         self.epochs, self.total_steps = self.length.epochs, self.length.total_steps
         self.finite = FiniteRule(cfg.optimizer.lr, run_dir, placement, self.length)  # the NaN rule
+        self.averaging = Averaging(self.model, self.t, self.total_steps, self.strategy.name, self.measurements)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, select=task.select,
                                          **OmegaConf.to_container(cfg.scheduler, resolve=True))
         if self.t.grad_clip:
@@ -207,10 +212,12 @@ class Trainer:
         with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=progress.step,
                                            disable=not self.placement.is_main, desc=name, dynamic_ncols=True) as bar:
             if progress.step == 0 and self.t.eval_at_start:
-                self._record(self._evaluate(), 0, 0)  # the untrained model (continual learning's baseline)
+                self._record(self._evaluate(0), 0, 0)  # the untrained model (continual learning's baseline)
             for stage, epoch, index, batch in self._batches():
+                self.movement.before_step(self._logs_at(progress.step + 1))  # outside the step's time
                 started = time.perf_counter()
                 loss, count, stats = self._train_step(batch)
+                self.averaging.after_step(self.model, progress.step + 1)
                 if epoch == 0 and index == 0:  # a stage's first step (continual tasks each start afresh)
                     self.first_loss = loss  # stays on the device; read with the next checkpoint or at the end
                 self.window.add(loss, count, stats, time.perf_counter() - started, (progress.step + 1, stage, epoch))
@@ -222,7 +229,7 @@ class Trainer:
                     line.update(self._train_metrics())
                     bar.set_postfix(loss=f"{line['train_loss']:.4f}")
                 if due.evaluate:
-                    line.update(self._evaluate())
+                    line.update(self._evaluate(stage))
                     self._keep_if_best(line)
                 if due.measure:
                     line.update(self.measurements.flatness(self.model))
@@ -239,11 +246,15 @@ class Trainer:
         last = p.step == self.total_steps
         end_of_epoch = p.batch == 0
         end_of_stage = end_of_epoch and p.stage != stage
-        return Due(log=p.step % t.log_interval == 0 or last,
+        return Due(log=self._logs_at(p.step),
                    evaluate=(_every(p.step, t.eval_interval) if t.eval_interval else end_of_epoch) or end_of_stage or last,
                    measure=_every(p.step, t.flatness_interval) or (last and t.flatness_at_end),
                    save=_every(p.step, t.checkpoint_interval) and not last,
                    stop=last)
+
+    def _logs_at(self, step: int) -> bool:
+        """Whether step `step` (counted from 1) ends at a log line (known before it is taken)."""
+        return step % self.t.log_interval == 0 or step == self.total_steps
 
     def _batches(self) -> Iterator[tuple[int, int, int, Any]]:
         """(stage, epoch, batch index, batch) from the resume position to the end of the last stage."""
@@ -304,12 +315,14 @@ class Trainer:
         metrics.update(lr=self.lr, step_time_s=step_time_s,
                        **{f"{self.task.items}_per_s": items / window.steps / step_time_s},
                        optimizer_state_bytes=cmopt.optimizer_state_bytes(self.optimizer),
-                       **cmopt.critical_buffer_stats(self.optimizer))
+                       **self.averaging.state_bytes(), **cmopt.critical_buffer_stats(self.optimizer),
+                       **self.movement.metrics(self.lr))
         self.window = Window()
         return metrics
 
-    def _evaluate(self) -> dict[str, float]:
-        return self.measurements.evaluate(self.model)
+    def _evaluate(self, stage: int) -> dict[str, float]:
+        """The evaluated model: the trained one, or with trainer.weight_averaging its average (averaging.py)."""
+        return self.measurements.evaluate(self.averaging.evaluated(self.model, self.stages[stage]))
 
     def _keep_if_best(self, line: dict[str, Any]) -> None:
         """With Task.select: remember this evaluation and keep the model when its metric is the best so far.
@@ -323,7 +336,8 @@ class Trainer:
         if best is None or (value < best if mode == "min" else value > best):
             self.state.best = {"step": self.state.progress.step,
                                "metrics": {k: v for k, v in line.items() if self._is_evaluated(k)}}
-            weights = self.strategy.full_state_dict(self.model)  # collective under fsdp
+            averaged = self.averaging.module  # the evaluated weights: averaged ones once there is an average
+            weights = self.strategy.full_state_dict(self.model if averaged is None else averaged)  # collective under fsdp
             if self.placement.is_main:
                 checkpoint.save_atomically(weights, self.run_dir / checkpoint.BEST_MODEL_NAME)
 
@@ -358,7 +372,8 @@ class Trainer:
              "carried": move_to(self.carried, "cpu")}, self.placement)
         trainer = {"state": self.state.state_dict(), "scheduler": self.scheduler.state_dict(),
                    "per_process": per_process, "strategy": self.strategy.name, "config": _identity(self.cfg)}
-        checkpoint.save(self.run_dir, self.model, self.optimizer, trainer, self.placement.is_main)
+        checkpoint.save(self.run_dir, self.model, self.optimizer, trainer, self.placement.is_main,
+                        averaged=self.averaging.averaged)
 
     def _restore(self) -> None:
         saved = checkpoint.load_trainer(self.run_dir)
@@ -383,7 +398,8 @@ class Trainer:
         if legacy is not None and self.strategy.name != "ddp":
             raise UserError(f"{self.run_dir} holds a single-file checkpoint.pt of an earlier version, which "
                              f"resumes with trainer.strategy=ddp only (now {self.strategy.name}).")
-        checkpoint.load_model_and_optimizer(self.run_dir, self.model, self.optimizer, legacy)
+        checkpoint.load_model_and_optimizer(self.run_dir, self.model, self.optimizer, legacy,
+                                            averaged=self.averaging.averaged)
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = state
         self.first_loss = None
@@ -448,7 +464,8 @@ class Trainer:
 
 
 # Besides every evaluated metric (<split>_<name>), what an evaluation's log line and the final line show.
-REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace")
+REPORTED = ("train_loss", "top_hessian_eigenvalue", "hessian_trace", "hessian_eigenvalue_ratio", "epsilon_sharpness",
+            "average_sharpness")
 
 
 def _state_of_legacy(saved: dict[str, Any], run_dir: Path, is_evaluated: Callable[[str], bool]) -> TrainingState:
@@ -484,7 +501,7 @@ def _headline(summary: dict[str, Any]) -> str:
     """The summary's results in one line: selected-best and final metrics of every split, training loss,
     flatness and any summarize() numbers, without timings, diagnostics or bookkeeping."""
     skipped = ("status", "steps", "wall_time_s", "warnings", "lr", "step_time_s", "optimizer_state_bytes",
-               "best_step")
+               "best_step", "averaging_state_bytes", "update_size", "update_size_per_lr", "distance_travelled")
     shown = {k: v for k, v in summary.items()
              if k not in skipped and isinstance(v, (int, float)) and not isinstance(v, bool)
              and not k.endswith("_per_s") and not k.startswith(("buffer_", "critical_", "dataset_"))
@@ -541,7 +558,10 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
 
 # Settings added after runs were already being saved: the value those runs had (None: the current one,
 # for settings that change no training step, e.g. which metric selects the best checkpoint).
-ADDED_SETTINGS = {"trainer.strategy": "ddp", "select": None}
+ADDED_SETTINGS = {"trainer.strategy": "ddp", "select": None, "trainer.weight_averaging": "none",
+                  "trainer.ema_decay": None, "trainer.swa_start": None, "trainer.hessian_top_k": None,
+                  "trainer.sharpness_rho": None, "trainer.sharpness_ascent_steps": None,
+                  "trainer.sharpness_samples": None}
 
 
 def _with_added_settings(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

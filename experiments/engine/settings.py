@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.engine.averaging import KINDS as AVERAGING_KINDS
 from experiments.engine.strategy import STRATEGIES
 from experiments.options import UserError, Valid, boolean, check_values, integer, number, one_of, shown
 
@@ -42,6 +43,13 @@ TRAINER_SETTINGS = {
     "flatness_batch_size": integer(1),
     "flatness_max_iter": integer(1),
     "hessian_trace_samples": integer(0),
+    "hessian_top_k": integer(1),
+    "sharpness_rho": number(0, low_open=True, example=0.05, null="not measured"),
+    "sharpness_ascent_steps": integer(1),
+    "sharpness_samples": integer(1),
+    "weight_averaging": one_of(*AVERAGING_KINDS),
+    "ema_decay": number(0, 1, low_open=True, high_open=True, example=0.999),
+    "swa_start": number(0, 1, high_open=True, example=0.75),
 }
 
 # The values cmopt.create_optimizer would take but that cannot train (lr=0), checked here so that the message

@@ -9,9 +9,10 @@
   gradients reduced in fp32 (MixedPrecisionPolicy).
 
 Both offer the same small interface to the engine: the module training passes go through, gradient
-clipping by the global norm, and the model's full state dict (for best_model.pt and flatness's
-unsharded copy). SAM's two passes go through `cmopt.sam_step` under either, which perturbs as the SAM
-paper does: each process with its own gradient.
+clipping by the global norm, the model's full state dict (for best_model.pt and flatness's unsharded
+copy), and sums over the parameters' shards (the update size's squared norm). SAM's two passes go
+through `cmopt.sam_step` under either, which perturbs as the SAM paper does: each process with its own
+gradient.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import clip_grad_norm_
 
+from experiments.engine import distributed
 from experiments.engine.distributed import Placement
 
 
@@ -41,6 +43,11 @@ class Strategy:
     def clip_gradients(self, model: nn.Module, max_norm: float) -> None:
         """Scale the gradients so that their global L2 norm is at most `max_norm`."""
         clip_grad_norm_(model.parameters(), max_norm)
+
+    def sum_over_shards(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sums over the parts of the parameters this process holds (e.g. squared norms) as sums over the
+        whole parameters: under ddp every process holds them whole, so the local sums are the values."""
+        return values
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The model's whole state dict, on every process (sharded tensors gathered), on the CPU."""
@@ -86,6 +93,9 @@ class FullySharded(Strategy):
         total = clip_grad_norm_(model.parameters(), max_norm)
         if hasattr(total, "full_tensor"):
             total.full_tensor()
+
+    def sum_over_shards(self, values):
+        return distributed.sum_across_processes(values, self.placement)
 
     def full_state_dict(self, model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

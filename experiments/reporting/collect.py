@@ -13,6 +13,7 @@ from experiments.reporting.figures import (copy_accuracy_matrices, draw_ablation
                                            draw_lr_sensitivity)
 from experiments.reporting.runs import (attempted_runs, finished_runs, load_attempt, shown, varying_settings,
                                         write_csv)
+from experiments.reporting.claims import verdicts
 from experiments.reporting.select import make_tables
 
 MINI_BANNER = "**Pipeline check at toy scale on embedded data, not the paper's numbers.**"
@@ -33,7 +34,11 @@ def collect(root: Path, name: str, definition: dict, mini: bool) -> Path:
     if kind == "overhead":
         notes.append(write_overhead(source, out))
     else:
-        rows = make_tables([source], out, definition.get("tune", []))
+        report = definition.get("report", [])
+        rows = make_tables([source], out, definition.get("tune", []),
+                           report=[report] if isinstance(report, str) else report)
+        stated = definition.get("claims", [])
+        notes += verdicts(rows, definition.get("mini", {}).get("claims", stated) if mini else stated, mini)
         if kind == "curves":
             notes.append(draw_curves(rows, definition["curve"], out / "curves.png", title))
         if kind == "lr_sensitivity":

@@ -14,7 +14,8 @@ import csv
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from experiments.reporting import ResultsError
@@ -59,10 +60,19 @@ def selection_for(runs: list[dict]) -> Selection:
     return Selection(kind, metric, mode == "max", report)
 
 
+# Formats of what a paper definition's `report` may add (the sweep tables of runs.py do not show these).
+REPORT_METRICS = (
+    *(Metric(key, key, decimals=2) for key in ("hessian_eigenvalue_ratio", "distance_travelled")),
+    *(Metric(key, f"{key} (kB)", decimals=1, scale=1e-3) for key in ("optimizer_state_bytes", "averaging_state_bytes")),
+    Metric("hessian_trace", "hessian_trace", decimals=1),
+    Metric("average_sharpness", "average_sharpness (×1e-6)", decimals=1, scale=1e6),  # ½ρ²·tr(H)/n: tiny
+)
+
+
 def metric_format(key: str) -> Metric:
-    """The TABLE_METRICS format of the metric, or of its test counterpart for a validation metric."""
+    """The TABLE_METRICS (or REPORT_METRICS) format of the metric, or of its test counterpart for a validation metric."""
     for twin in (key, key.replace("val_", "test_", 1), key.removeprefix("val_")):
-        known = next((m for m in TABLE_METRICS if m.key == twin), None)
+        known = next((m for m in (*TABLE_METRICS, *REPORT_METRICS) if m.key == twin), None)
         if known is not None:
             header = known.header.replace(twin, key)
             return Metric(key, header, known.decimals, known.scale)
@@ -82,7 +92,7 @@ def select(runs: list[dict], tuned: list[str], seeds_expected: int | None = None
     for group in sorted(groups, key=sort_key):
         candidates = []
         for values, members in groups[group].items():
-            finished = [r for r in members if not r["failed"] and _finite(r["summary"].get(kind.validation))]
+            finished = [r for r in members if not r["failed"] and finite(r["summary"].get(kind.validation))]
             score = statistics.mean(r["summary"][kind.validation] for r in finished) if finished else None
             complete = len(finished) == len(members) and len(members) >= expected
             candidates.append({"values": dict(zip(tuned, values)), "members": members, "finished": finished,
@@ -97,7 +107,7 @@ def select(runs: list[dict], tuned: list[str], seeds_expected: int | None = None
     return rows
 
 
-def _finite(value) -> bool:
+def finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -152,7 +162,7 @@ def render(rows: list[dict], tuned: list[str], sources: list[str]) -> str:
             cells.append(cell([r["summary"][kind.validation] for r in best["finished"]], validation))
             for metric in report:
                 cells.append(cell([r["summary"][metric.key] for r in best["finished"]
-                                   if _finite(r["summary"].get(metric.key))], metric))
+                                   if finite(r["summary"].get(metric.key))], metric))
             cells.append(seeds_note(best, row["expected"]))
         lines.append("| " + " | ".join(cells) + " |")
     if any(r["best"] is not None and not r["best"]["complete"] for r in rows):
@@ -173,12 +183,18 @@ def write_selection_csv(rows: list[dict], tuned: list[str], path: Path) -> None:
                                  c is row["best"]])
 
 
-def make_tables(paths: list[Path], out: Path, tuned: list[str], seeds: int | None = None) -> list[dict]:
-    """<out>/table.md and <out>/selection.csv from every run folder below the paths; the selected rows."""
+def make_tables(paths: list[Path], out: Path, tuned: list[str], seeds: int | None = None,
+                report: Sequence[str] = ()) -> list[dict]:
+    """<out>/table.md and <out>/selection.csv from every run folder below the paths; the selected rows.
+    `report`: summary keys the table shows besides its kind's (a paper definition's `report`)."""
     runs = [load_attempt(d) for d in attempted_runs(paths)]
     if not runs:
         raise ResultsError(f"no run folders (config.yaml) under {', '.join(map(str, paths))}.")
     rows = select(runs, tuned, seeds)
+    kind = rows[0]["kind"]
+    kind = replace(kind, report=(*kind.report, *(k for k in report if k not in kind.report)))
+    for row in rows:
+        row["kind"] = kind
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(render(rows, tuned, [str(shown(p.resolve())) for p in paths]))
     write_selection_csv(rows, tuned, out / "selection.csv")

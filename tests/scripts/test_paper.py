@@ -60,11 +60,12 @@ def test_run_prints_one_hydra_multirun_per_sweep():
                            "print"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     lines = [x for x in done.stdout.splitlines() if x.startswith("python")]
-    assert len(lines) == 2
+    assert len(lines) == 3  # Adam-family, SGD-family, the Adam control (lr grid upward, warm-up)
     assert lines[0].startswith("python -m experiments.image_classification -m hydra.sweep.dir=runs/paper/cifar10/0 ")
+    assert "optimizer=adam " in lines[2] and "scheduler.warmup_steps=1000" in lines[2]
     assert "optimizer=adam,adam_cg,adam_cm,sam_adam,sam_adam_cg,sam_adam_cm" in lines[0]
     assert "optimizer.lr=0.001,0.0003,0.0001" in lines[0] and "seed=0,1,2" in lines[0]
-    assert definitions.run_count(DEFINITIONS["cifar10"], mini=False) == 2 * 6 * 3 * 3 + 2 * 2 * 2 * 3
+    assert definitions.run_count(DEFINITIONS["cifar10"], mini=False) == 2 * 6 * 3 * 3 + 2 * 2 * 2 * 3 + 2 * 5 * 3
     slurm = launch.commands(REPO, "cifar10", DEFINITIONS["cifar10"], mini=False, launcher="slurm")
     assert all("hydra/launcher=slurm" in argv for argv in slurm)
 

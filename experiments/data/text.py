@@ -328,7 +328,7 @@ def text_folder(name: str, root: Path, download: bool, bptt: int, tokenizer: str
             raise UserError(f"dataset.{key}={value!r} must be in (0, 0.5), e.g. 0.005 (0.5%).")
     paths = sorted(p for p in root.glob(pattern) if p.is_file() and "tokenized" not in p.relative_to(root).parts)
     if not paths or not any(p.stat().st_size for p in paths):
-        raise UserError(f"text_folder: {root} has {'no' if not paths else 'only empty'} files matching "
+        raise DatasetNotFoundError(f"text_folder: {root} has {'no' if not paths else 'only empty'} files matching "
                         f"dataset.pattern={pattern!r}. Put text files there (any number, any size, UTF-8) or "
                         f"set dataset.root=<folder> / dataset.pattern=<glob>.")
 

@@ -86,7 +86,9 @@ def test_every_model_config_builds_its_model():
         return model.eval()(images).shape
 
     def language_outputs(model):
-        return model(torch.zeros(4, 2, dtype=torch.long), model.initial_hidden(2))[0].shape
+        if hasattr(model, "initial_hidden"):  # recurrent: (time, batch) tokens and a carried state
+            return model(torch.zeros(4, 2, dtype=torch.long), model.initial_hidden(2))[0].shape
+        return model(torch.zeros(2, 4, dtype=torch.long)).transpose(0, 1).shape  # (batch, time) windows
 
     builders = {**{("image_classification", n): (lambda c: build_image_model(**c, num_classes=3), image_outputs,
                                                  (2, 3)) for n in IMAGE_MODEL_NAMES},

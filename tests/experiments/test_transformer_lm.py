@@ -113,7 +113,6 @@ def test_word_bytes_count_each_word_and_its_separator():
     assert word_bytes(("the", "<eos>", "café", "<unk>")).tolist() == [4, 0, 6, 6]
 
 
-@pytest.mark.slow  # 25 s on 2 busy cores
 def test_the_tiny_transformer_learns_the_chain_to_near_its_true_perplexity(tmp_path):
     cfg = compose_runner_config("language_modeling", "experiment=synthetic_transformer", "optimizer=adam",
                                 "trainer.flatness_at_end=false")
@@ -168,7 +167,6 @@ LM = (*TINY, "trainer.max_steps=8", "trainer.log_interval=4", "trainer.checkpoin
       "model.bias=false")
 
 
-@pytest.mark.slow  # 4 runs in one 2-process launch (20 s)
 def test_two_fsdp_processes_equal_two_ddp_processes(tmp_path):
     # Each block is its own fully_shard unit; the windows of the global batch are split over the processes.
     # Under either strategy SAM perturbs each process's weights with its own gradient, so ddp is the reference.

@@ -67,7 +67,9 @@ def write_index(root: Path, found: dict[str, dict]) -> Path:
              "Compute: runs × steps × the training-step time that `python scripts/paper.py measure` measured for "
              "each run's experiment (adam_cm on one training batch, model and data built by the experiment's runner; "
              "batches above 32 timed at 32 and scaled; SAM runs counted twice; evaluations not counted; the CPU "
-             "times here were measured before on random inputs of the same shapes), kept in "
+             "times here were measured before on random inputs of the same shapes, wikitext103_gpt2_small's on "
+             "a stand-in corpus of random words with its 16,384-token BPE and 1,024-token windows, as WikiText-103 "
+             "could not be downloaded there), kept in "
              "[`paper/step_times.json`](paper/step_times.json) with the machine. No GPU has measured it yet: "
              "`measure --device cuda` adds one.", "",
              "| result | what | runs | status here | compute for the full runs | command |", "|---|---|---|---|---|---|"]

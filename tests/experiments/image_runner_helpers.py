@@ -48,8 +48,9 @@ def start_cli(*args: str, runner: str = RUNNER) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: float = 120, runner: str = RUNNER) -> None:
-    """Start the runner and SIGKILL it as soon as its first checkpoint exists (mid-run)."""
+def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: float = 120,
+                                runner: str = RUNNER) -> dict[str, Any]:
+    """Start the runner and SIGKILL it as soon as its first checkpoint exists (mid-run); that checkpoint."""
     process = start_cli(*args, runner=runner)
     started = time.monotonic()
     while not checkpoint.trainer_path(run_dir).exists():
@@ -60,6 +61,23 @@ def kill_after_first_checkpoint(args: list[str], run_dir: Path, deadline_s: floa
     process.wait()
     saved = checkpoint.read(run_dir)
     assert not saved["progress"]["finished"], "killed too late: the run had finished (make it longer)"
+    return saved
+
+
+def check_killed_run_resumes_exactly(tmp_path: Path, args, folder: Path, runner: str = RUNNER):
+    """SIGKILL `args("killed")` after its first checkpoint, run the same command again to the end, and run
+    `args("uninterrupted")`: the final training state, summary and metrics (timings apart) must be equal.
+    Returns the two run folders, the resumed run's process and the checkpoint the kill left."""
+    a, b = tmp_path / "killed" / folder, tmp_path / "uninterrupted" / folder
+    saved = kill_after_first_checkpoint(args("killed"), a, runner=runner)
+    resumed = run_cli(*args("killed"), runner=runner)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uninterrupted = run_cli(*args("uninterrupted"), runner=runner)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    assert_same_training_state(a, b)
+    assert without_timings(summary(a)) == without_timings(summary(b))
+    assert [without_timings(x) for x in metrics_lines(a)] == [without_timings(x) for x in metrics_lines(b)]
+    return a, b, resumed, saved
 
 
 def metrics_lines(run_dir: Path) -> list[dict[str, Any]]:

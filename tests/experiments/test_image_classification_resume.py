@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.experiments.image_runner_helpers import (
-    assert_same_training_state, kill_after_first_checkpoint, metrics_lines, run_cli, summary, without_timings)
+from tests.experiments.image_runner_helpers import check_killed_run_resumes_exactly
 
 
 def check_resume_matches_uninterrupted(tmp_path: Path, optimizer: str, *overrides: str,
@@ -22,17 +21,8 @@ def check_resume_matches_uninterrupted(tmp_path: Path, optimizer: str, *override
         return [*setting, f"runs_dir={tmp_path / runs}", f"optimizer={optimizer}", *overrides]
 
     folder = folder or Path("smoke") / f"synthetic_small_cnn_{optimizer}_seed0"
-    kill_after_first_checkpoint(args("killed"), tmp_path / "killed" / folder)
-    resumed = run_cli(*args("killed"))
-    assert resumed.returncode == 0, resumed.stderr
+    _, _, resumed, _ = check_killed_run_resumes_exactly(tmp_path, args, folder)
     assert "resumed at step 3" in resumed.stdout  # Hydra logs to stdout
-    uninterrupted = run_cli(*args("uninterrupted"))
-    assert uninterrupted.returncode == 0, uninterrupted.stderr
-
-    a, b = tmp_path / "killed" / folder, tmp_path / "uninterrupted" / folder
-    assert_same_training_state(a, b)
-    assert without_timings(summary(a)) == without_timings(summary(b))
-    assert [without_timings(x) for x in metrics_lines(a)] == [without_timings(x) for x in metrics_lines(b)]
 
 
 # 512 items in batches of 32 over 4 epochs: 64 steps, checkpoints every 3 (the kill lands mid-epoch).

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.engine import checkpoint
 from experiments.engine.checkpoint import seed_everything
 from experiments.data.text import (IGNORED, EvaluationWindows, RandomWindows, TokenStream, build_text_corpus,
                                    word_bytes)
@@ -26,10 +25,8 @@ from experiments.language_modeling import build_task, run
 from experiments.models import shard_units
 from experiments.models.language import build_language_model
 from tests.experiments.image_runner_helpers import (
-    assert_same_training_state, compose_runner_config, kill_after_first_checkpoint, metrics_lines, run_cli, summary,
-    without_timings)
+    check_killed_run_resumes_exactly, compose_runner_config, metrics_lines, run_cli)
 from tests.experiments.test_fsdp_strategy import assert_close, assert_same_metrics, launch, pairs, rank0, run_dir
-from tests.experiments.test_image_classification_ddp import run_two_processes
 
 RUNNER = "experiments.language_modeling"
 # 2,000 training tokens, windows of 16: 124 windows per epoch, 15 steps of 8.
@@ -188,16 +185,8 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path, optimizer):
                          "trainer.checkpoint_interval=4", "trainer.log_interval=3", "model.dropout=0.2",
                          "optimizer.weight_decay=0.1"]  # dropout: the RNG must be restored too
     folder = Path("synthetic_transformer") / f"synthetic_lm_transformer_{optimizer}_seed0"
-    kill_after_first_checkpoint(args("killed"), tmp_path / "killed" / folder, runner=RUNNER)
-    assert checkpoint.read(tmp_path / "killed" / folder)["progress"]["batch"] != 0, "the kill should land mid-epoch"
-    resumed = run_cli(*args("killed"), runner=RUNNER)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    uninterrupted = run_cli(*args("uninterrupted"), runner=RUNNER)
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-    a, b = tmp_path / "killed" / folder, tmp_path / "uninterrupted" / folder
-    assert_same_training_state(a, b)
-    assert without_timings(summary(a)) == without_timings(summary(b))
-    assert [without_timings(x) for x in metrics_lines(a)] == [without_timings(x) for x in metrics_lines(b)]
+    _, _, _, saved = check_killed_run_resumes_exactly(tmp_path, args, folder, runner=RUNNER)
+    assert saved["progress"]["batch"] != 0, "the kill should land mid-epoch"
 
 
 def test_the_word_level_files_train_the_transformer_too(tmp_path):

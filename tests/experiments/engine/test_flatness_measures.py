@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from experiments.engine import Task, train
+from experiments.options import UserError
 from tests.experiments.image_runner_helpers import compose_config, metrics_lines
 
 
@@ -50,3 +51,17 @@ def test_without_them_only_the_top_eigenvalue_is_measured(tmp_path):
     summary = train(cfg, lambda _: task, tmp_path).summary
     assert summary["top_hessian_eigenvalue"] == pytest.approx(8.0, rel=1e-3)
     assert not {"hessian_eigenvalue_k", "epsilon_sharpness", "average_sharpness"} & set(summary)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.hessian_top_k=0", r"trainer.hessian_top_k=0 .*integer >= 1"),
+    ("trainer.sharpness_rho=0", r"trainer.sharpness_rho=0 .*> 0"),
+    ("trainer.sharpness_samples=0", r"trainer.sharpness_samples=0 .*integer >= 1"),
+])
+def test_a_bad_flatness_setting_is_one_clear_error_before_training(tmp_path, override, message):
+    x, y = torch.eye(4), torch.zeros(4)
+    task = Task(model=nn.Linear(4, 1, bias=False), train_data=TensorDataset(x, y), eval_data={}, forward=regression)
+    with pytest.raises(UserError, match=message):
+        train(compose_config("optimizer=sgd", "trainer.batch_size=4", "trainer.max_steps=2", override),
+              lambda _: task, tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists()
